@@ -1,0 +1,146 @@
+// The per-sample math of the SPEAR direction sampler, written once for host and device.
+//
+// One sample: draw k = b-1 distinct rows of L (m x b, row-major) with the counter-based
+// generator, find the unit null vector q of that k x b submatrix by Gaussian elimination
+// with partial pivoting, then count the rows of L with |L_r q| <= thresh[r]
+// (thresh = tol * ||L_r||, precomputed by the caller). A sample is accepted when
+//   (1) at least `probe_min` of the first `probe` rows are zero beyond the sampled rows
+//       among them (a cheap early test: a wrong proposal has no zeros but its own rows), and
+//   (2) the total number of zero rows is at least `min_zeros` (checked with an early exit
+//       as soon as too many non-zero rows have been seen).
+// The CPU and CUDA kernels call evaluate_sample() and differ only in scheduling.
+// python/spear/attack/reference.py is the plain numpy oracle of this file.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "spear/hostdevice.h"
+#include "spear/philox.h"
+
+namespace spear {
+
+struct SamplerParams {
+  int m = 0;            // rows of L
+  int b = 0;            // columns of L (batch size)
+  int min_zeros = 0;    // accept only with at least this many zero rows (sampled rows included)
+  int probe = 0;        // rows [0, probe) form the early test; 0 disables it
+  int probe_min = 0;    // zeros required in the probe beyond the sampled rows that fall there
+  uint64_t seed = 0;
+};
+
+template <typename T>
+SPEAR_HD inline T abs_value(T x) {
+  return x < T(0) ? -x : x;
+}
+
+// k distinct row indices in [0, m), in draw order. Requires k <= m.
+SPEAR_HD inline void draw_rows(SampleStream& rng, int m, int k, int* rows) {
+  for (int j = 0; j < k; ++j) {
+    int r;
+    bool duplicate;
+    do {
+      r = static_cast<int>(rng.below(static_cast<uint32_t>(m)));
+      duplicate = false;
+      for (int i = 0; i < j; ++i) duplicate |= (rows[i] == r);
+    } while (duplicate);
+    rows[j] = r;
+  }
+}
+
+// Unit null vector of the k x b matrix A (row-major, k = b-1; A is overwritten).
+// Row-echelon form by partial pivoting, then back substitution with q[b-1] = 1, so the
+// returned vector has q[b-1] > 0. Returns false when a pivot vanishes (the leading
+// k x k block is singular; then the null vector has q[b-1] = 0 and we simply reject).
+template <typename T>
+SPEAR_HD inline bool null_vector(T* A, int k, int b, T* q) {
+  for (int c = 0; c < k; ++c) {
+    int p = c;
+    T best = abs_value(A[c * b + c]);
+    for (int r = c + 1; r < k; ++r) {
+      const T v = abs_value(A[r * b + c]);
+      if (v > best) {
+        best = v;
+        p = r;
+      }
+    }
+    if (!(best > T(0))) return false;
+    if (p != c) {
+      for (int j = c; j < b; ++j) {
+        const T t = A[p * b + j];
+        A[p * b + j] = A[c * b + j];
+        A[c * b + j] = t;
+      }
+    }
+    const T inv = T(1) / A[c * b + c];
+    for (int r = c + 1; r < k; ++r) {
+      const T f = A[r * b + c] * inv;
+      for (int j = c + 1; j < b; ++j) A[r * b + j] -= f * A[c * b + j];
+    }
+  }
+  q[b - 1] = T(1);
+  for (int c = k - 1; c >= 0; --c) {
+    T s = A[c * b + (b - 1)];
+    for (int j = c + 1; j < k; ++j) s += A[c * b + j] * q[j];
+    q[c] = -s / A[c * b + c];
+  }
+  T norm2 = T(0);
+  for (int j = 0; j < b; ++j) norm2 += q[j] * q[j];
+  const T norm = std::sqrt(norm2);
+  if (!(norm > T(0)) || !(norm < T(INFINITY))) return false;
+  const T inv_norm = T(1) / norm;
+  for (int j = 0; j < b; ++j) q[j] *= inv_norm;
+  return true;
+}
+
+template <typename T>
+SPEAR_HD inline bool is_zero_row(const T* L, const T* thresh, int r, int b, const T* q) {
+  const T* row = L + static_cast<int64_t>(r) * b;
+  T s = T(0);
+  for (int j = 0; j < b; ++j) s += row[j] * q[j];
+  return abs_value(s) <= thresh[r];
+}
+
+// Number of zero rows of L q, or -1 when the sample is rejected (possibly early).
+template <typename T>
+SPEAR_HD inline int count_zeros(const T* L, const T* thresh, const SamplerParams& p, const T* q,
+                                const int* rows) {
+  const int k = p.b - 1;
+  const int probe_end = p.probe < p.m ? p.probe : p.m;
+  int zeros = 0;
+  for (int r = 0; r < probe_end; ++r) zeros += is_zero_row(L, thresh, r, p.b, q) ? 1 : 0;
+  if (probe_end > 0) {
+    int sampled_in_probe = 0;
+    for (int i = 0; i < k; ++i) sampled_in_probe += rows[i] < probe_end ? 1 : 0;
+    if (zeros - sampled_in_probe < p.probe_min) return -1;
+  }
+  const int max_nonzeros = p.m - p.min_zeros;
+  int nonzeros = probe_end - zeros;
+  if (nonzeros > max_nonzeros) return -1;
+  for (int r = probe_end; r < p.m; ++r) {
+    if (is_zero_row(L, thresh, r, p.b, q)) {
+      ++zeros;
+    } else if (++nonzeros > max_nonzeros) {
+      return -1;
+    }
+  }
+  return zeros;
+}
+
+// Evaluate sample number `sample`. Scratch: A holds (b-1)*b values, rows b-1 ints, q b values.
+// Returns the zero count (q then holds the unit candidate) or -1 when rejected.
+template <typename T>
+SPEAR_HD inline int evaluate_sample(const T* L, const T* thresh, const SamplerParams& p,
+                                    uint64_t sample, T* A, int* rows, T* q) {
+  const int k = p.b - 1;
+  SampleStream rng(p.seed, sample);
+  draw_rows(rng, p.m, k, rows);
+  for (int i = 0; i < k; ++i) {
+    const T* src = L + static_cast<int64_t>(rows[i]) * p.b;
+    for (int j = 0; j < p.b; ++j) A[i * p.b + j] = src[j];
+  }
+  if (!null_vector(A, k, p.b, q)) return -1;
+  return count_zeros(L, thresh, p, q, rows);
+}
+
+}  // namespace spear

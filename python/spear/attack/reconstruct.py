@@ -1,0 +1,271 @@
+"""``spear.reconstruct``: the whole SPEAR pipeline from one layer's gradients.
+
+decompose (truncated SVD) -> drop all-zero rows of L -> sample directions in chunks ->
+pool (de-duplicate, polish) -> greedy selection, revisited with the certificate ->
+scale and sign from grad_bias -> inputs from Q^-1 R -> certificate.
+Sees only what a server sees: gradients, the layer's weight and bias, settings.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import backend as _backend
+from . import validate
+from .certify import Certificate, Certifier
+from .decompose import factorize
+from .kernel import default_min_zeros, row_thresholds, sample_directions
+from .scale import scales
+from .select import CandidatePool, greedy_independent
+
+#: Samples evaluated when neither max_samples nor time_limit is given.
+DEFAULT_MAX_SAMPLES = 500_000_000
+_FIRST_CHUNK, _MAX_CHUNK = 1 << 14, 1 << 22
+
+
+@dataclass
+class Reconstruction:
+    """Result of :func:`reconstruct`.
+
+    inputs: (b, n) recovered inputs, one per row, in arbitrary order; None when incomplete.
+    complete: all b independent directions were found.
+    certified: the certificate's verdict when weight and bias were given, else None.
+    """
+
+    inputs: np.ndarray | None
+    complete: bool
+    certified: bool | None
+    batch_size: int
+    directions: np.ndarray            # (b, k) unit directions found so far (columns)
+    noise_level: float                # relative noise of the low-rank factor L
+    stats: dict[str, Any] = field(default_factory=dict)
+    certificate: Certificate | None = None
+
+    def __repr__(self) -> str:
+        return (f"Reconstruction(batch_size={self.batch_size}, complete={self.complete}, "
+                f"certified={self.certified}, samples={self.stats.get('samples')}, "
+                f"backend={self.stats.get('backend')!r})")
+
+
+def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight=None, bias=None,
+                device: str = "auto", seed: int = 0, max_samples: int | None = None,
+                time_limit: float | None = None, progress: bool = False) -> Reconstruction:
+    """Recover the inputs of a linear layer followed by a ReLU from its gradients.
+
+    Parameters
+    ----------
+    grad_weight, grad_bias : (m, n) and (m,) gradients (or an update scaled like one) as
+        numpy arrays, torch tensors or CuPy arrays, float32 or float64.
+    batch_size : number of inputs b; None infers it from the singular value gap.
+    weight, bias : the layer's parameters (the server knows them); enable the certificate.
+    device : "auto", "cpu" or "cuda".
+    seed : sampler seed (same seed, same submatrices on every backend).
+    max_samples, time_limit : sampling budget (samples, seconds). When exhausted the
+        result has ``complete=False`` and ``inputs=None``: never a guess.
+    progress : show a progress bar.
+    """
+    t_start = time.perf_counter()
+    m, n, dtype = validate.check_gradients(grad_weight, grad_bias)
+    validate.check_layer(weight, bias, m, n)
+    validate.check_batch_size(batch_size, m, n)
+    if max_samples is not None and (int(max_samples) != max_samples or max_samples < 0):
+        raise ValueError(f"max_samples must be a non-negative integer, got {max_samples!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be positive seconds, got {time_limit!r}")
+    be = _backend.resolve(device)
+    xp = be.xp
+    # Work in float64 whatever the gradient's dtype: the noise it carries is estimated below.
+    gW = be.asarray(grad_weight, dtype=xp.float64)
+    gb = be.asarray(grad_bias, dtype=xp.float64)
+    validate.check_finite(xp, gW, "grad_weight")
+    validate.check_finite(xp, gb, "grad_bias")
+    W = Bv = None
+    if weight is not None:
+        W, Bv = be.asarray(weight, dtype=xp.float64), be.asarray(bias, dtype=xp.float64)
+        validate.check_finite(xp, W, "weight")
+        validate.check_finite(xp, Bv, "bias")
+
+    t0 = time.perf_counter()
+    fac = factorize(xp, gW, batch_size, dtype)
+    b = fac.L.shape[1]
+    seconds = {"svd": time.perf_counter() - t0}
+    s = fac.singular_values
+    # Relative noise of L: what lies beyond the b-th singular value (or the dtype's rounding).
+    eps64 = float(np.finfo(np.float64).eps)
+    noise_rel = float(max(s[b] if len(s) > b else 0.0, eps64 * s[0]) / s[b - 1])
+    # Null vectors of (b-1) x b submatrices amplify that noise by the submatrix's
+    # condition number: the sampler gets a loose tolerance (badly conditioned samples are
+    # rejected, which only costs samples), polished candidates are judged by a tight one.
+    tol = float(np.clip(1e3 * noise_rel, 1e-11, 1e-4))
+    tol_pool = float(np.clip(1e2 * noise_rel, 1e-13, 1e-5))
+
+    keep = np.abs(_host(be, gW)).sum(axis=1) > 0       # neurons inactive for the whole batch
+    # Their rows of L are rounding noise, not zeros: make them exact zeros.
+    fac.L[xp.asarray(~keep)] = 0
+    L = np.ascontiguousarray(be.to_numpy(fac.L)[keep])
+    stats: dict[str, Any] = {
+        "backend": be.name, "batch_size": b, "rows": int(m), "rows_used": int(keep.sum()),
+        "tol": tol, "tol_pool": tol_pool, "noise_level": noise_rel, "seed": int(seed),
+        "singular_values": s.tolist(),
+    }
+    if L.shape[0] < b - 1:
+        raise ValueError(f"only {L.shape[0]} neurons of {m} have a non-zero gradient; "
+                         f"at least b-1 = {b - 1} are needed")
+
+    thresh = row_thresholds(L, tol)
+    min_zeros = default_min_zeros(L.shape[0], b, tol)
+    stats["min_zeros"] = min_zeros
+    pool = CandidatePool(L, thresh, row_thresholds(L, tol_pool))
+    budget = DEFAULT_MAX_SAMPLES if max_samples is None and time_limit is None else max_samples
+    certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel)
+    state = _Search(b=b, xp=xp, L=fac.L, R=fac.R, gb=gb, certifier=certifier)
+
+    t0 = time.perf_counter()
+    samples, chunk, raw = 0, _FIRST_CHUNK, 0
+    # b independent directions first seen after n1 samples: without a certificate, keep
+    # sampling to 2*n1 so that a mixture standing in for a still-missing column is replaced.
+    n1: int | None = None
+    bar = _progress_bar(progress, budget, b)
+    result = None
+    if b == 1:
+        pool.add(np.ones((1, 1)))
+    try:
+        while True:
+            if b > 1:
+                if budget is not None and samples >= budget:
+                    break
+                if time_limit is not None and time.perf_counter() - t_start > time_limit:
+                    break
+                todo = chunk if budget is None else min(chunk, budget - samples)
+                d = sample_directions(L, todo, seed=seed, tol=tol, min_zeros=min_zeros,
+                                      device="cuda" if be.name == "cuda" else "cpu",
+                                      offset=samples)
+                samples += todo
+                raw += len(d.q)
+                pool.add(be.to_numpy(d.q))
+                chunk = min(chunk * 2, _MAX_CHUNK)
+            result = state.try_select(pool)
+            if bar is not None:
+                bar.update(samples - bar.n)
+                bar.set_postfix(found=f"{state.found}/{b}", pool=len(pool))
+            if result is not None:
+                if W is not None or b == 1:
+                    if result[2].certified or b == 1:
+                        break
+                else:
+                    n1 = samples if n1 is None else n1
+                    if samples >= 2 * n1:
+                        break
+            elif b == 1:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds["sampling"] = time.perf_counter() - t0 - state.select_seconds
+    seconds["selection"] = state.select_seconds
+    stats.update(samples=samples, candidates=raw, unique_candidates=len(pool),
+                 directions_found=state.found)
+
+    # With the layer known, only a certified set counts as complete: never a wrong answer
+    # presented as complete.
+    inputs = cert = None
+    certified = None if W is None else False
+    if result is not None:
+        Q, X, cert = result
+        if W is None:
+            cert = None
+        else:
+            certified = bool(cert.certified)
+    complete = result is not None and certified is not False
+    if complete:
+        inputs = be.to_numpy(X)
+    seconds["total"] = time.perf_counter() - t_start
+    stats["seconds"] = seconds
+    return Reconstruction(inputs=inputs, complete=complete, certified=certified, batch_size=b,
+                          directions=state.best_directions, noise_level=noise_rel, stats=stats,
+                          certificate=cert)
+
+
+@dataclass
+class _Search:
+    """Selection state across chunks: greedy choice, then certificate-guided swaps."""
+
+    b: int
+    xp: Any
+    L: Any               # m x b factor (xp), all rows
+    R: Any
+    gb: Any
+    certifier: Certifier | None
+    found: int = 0
+    select_seconds: float = 0.0
+    best_directions: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    _last_key: tuple = ()
+
+    def try_select(self, pool: CandidatePool):
+        """(Q, X, certificate) once b independent directions are in the pool, else None."""
+        t0 = time.perf_counter()
+        try:
+            order = pool.order()
+            chosen = greedy_independent(pool.q, order, self.b)
+            self.found = len(chosen)
+            self.best_directions = pool.q[chosen].T.copy()
+            if len(chosen) < self.b:
+                return None
+            if self.certifier is not None:
+                chosen = self._revisit(pool, order, chosen)
+                self.best_directions = pool.q[chosen].T.copy()
+            return self._solve(pool.q[chosen])
+        finally:
+            self.select_seconds += time.perf_counter() - t0
+
+    def _scaled(self, Qrows: np.ndarray):
+        xp = self.xp
+        Qunit = xp.asarray(Qrows.T)
+        return Qunit * scales(xp, self.L, Qunit, self.gb)[None, :]
+
+    def _solve(self, Qrows: np.ndarray):
+        Q = self._scaled(Qrows)
+        X = self.xp.linalg.solve(Q, self.R)
+        cert = self.certifier(Q) if self.certifier is not None else None
+        return Q, X, cert
+
+    def _revisit(self, pool, order, chosen, max_rounds: int = 8) -> list[int]:
+        """Second stage: while the certificate fails, make the single swap (one chosen
+        direction out, one pool direction in, independence kept) that removes the most
+        violations. Fixes sets where a mixture of two columns outranked a true column."""
+        best = self.certifier(self._scaled(pool.q[chosen]))
+        candidates = [int(c) for c in order[: 4 * self.b + 64]]
+        for _ in range(max_rounds):
+            if best.certified:
+                break
+            improved = None
+            for pos in range(self.b):
+                rest = chosen[:pos] + chosen[pos + 1:]
+                for cand in candidates:
+                    if cand in chosen:
+                        continue
+                    trial = greedy_independent(pool.q, np.array([cand]), self.b, fixed=rest)
+                    if len(trial) < self.b:
+                        continue
+                    cert = self.certifier(self._scaled(pool.q[trial]))
+                    if cert.violations < best.violations:
+                        best, improved = cert, trial
+            if improved is None:
+                break
+            chosen = improved
+        return chosen
+
+
+def _host(be, a):
+    return be.to_numpy(a)
+
+
+def _progress_bar(enabled: bool, total, b: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="sample", unit_scale=True, desc=f"SPEAR b={b}")

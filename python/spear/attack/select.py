@@ -1,0 +1,105 @@
+"""Candidate pool: de-duplicate, polish, and choose b independent directions.
+
+Accepted proposals include true columns of Q (the zero set Z_i of one input) and, rarer,
+mixtures of several columns whose zero set is the intersection of theirs, so always
+smaller. Hence: sparsest first, and a mixture is dependent on the true columns it mixes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: |cos| above 1 - DUPLICATE_COS_GAP counts as the same direction.
+DUPLICATE_COS_GAP = 1e-6
+#: A candidate is independent of the chosen ones when its residual norm exceeds this.
+INDEPENDENCE_TOL = 1e-4
+
+
+def zero_counts(L: np.ndarray, thresh: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Zero rows of L q for each row q of Q (k x b)."""
+    return (np.abs(Q @ L.T) <= thresh[None, :]).sum(axis=1)
+
+
+def polish(L: np.ndarray, thresh: np.ndarray, q: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """Refine a candidate from all its zero rows at once: the smallest right singular vector
+    of those (normalized) rows averages out the rounding of the b-1 rows that produced it."""
+    b = L.shape[1]
+    norms = np.linalg.norm(L, axis=1)
+    for _ in range(rounds):
+        zero = np.abs(L @ q) <= thresh
+        if zero.sum() < b - 1 or b == 1:
+            break
+        rows = L[zero] / norms[zero, None]
+        v = np.linalg.svd(rows, full_matrices=len(rows) < b)[2][-1]
+        q = v if v @ q >= 0 else -v
+    return q / np.linalg.norm(q)
+
+
+class CandidatePool:
+    """Distinct directions found so far with their zero counts and how often each was hit."""
+
+    def __init__(self, L: np.ndarray, thresh: np.ndarray, thresh_tight: np.ndarray | None = None,
+                 per_chunk: int | None = None):
+        # thresh groups raw sampler output; polished candidates are counted with thresh_tight.
+        self.L, self.thresh = L, thresh
+        self.thresh_tight = thresh if thresh_tight is None else thresh_tight
+        self.per_chunk = per_chunk or max(256, 16 * L.shape[1])
+        b = L.shape[1]
+        self.q = np.empty((0, b))
+        self.zeros = np.empty(0, dtype=np.int64)
+        self.hits = np.empty(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+    def add(self, q: np.ndarray) -> int:
+        """Merge new raw candidates (k x b); returns how many new distinct directions."""
+        if len(q) == 0:
+            return 0
+        q = np.asarray(q, dtype=np.float64)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        # Many samples hit the same direction: group them by zero-row pattern first
+        # (vectorized), then polish one representative per pattern.
+        patterns = np.packbits(np.abs(q @ self.L.T) <= self.thresh[None, :], axis=1)
+        _, first, counts = np.unique(patterns, axis=0, return_index=True, return_counts=True)
+        # Only the sparsest few matter to a sparsest-first selection; the long tail is
+        # mixtures of several columns (each one a different direction) and would cost
+        # a polish each.
+        raw_zeros = np.unpackbits(patterns[first], axis=1).sum(axis=1)
+        keep = np.lexsort((-counts, -raw_zeros))[: self.per_chunk]
+        before = len(self)
+        for i, hits in zip(first[keep], counts[keep]):
+            p = polish(self.L, self.thresh, q[i])
+            p = polish(self.L, self.thresh_tight, p, rounds=1)
+            if len(self):
+                cos = np.abs(self.q @ p)
+                j = int(np.argmax(cos))
+                if cos[j] > 1 - DUPLICATE_COS_GAP:
+                    self.hits[j] += hits
+                    continue
+            z = int(zero_counts(self.L, self.thresh_tight, p[None])[0])
+            self.q = np.vstack([self.q, p])
+            self.zeros = np.append(self.zeros, z)
+            self.hits = np.append(self.hits, hits)
+        return len(self) - before
+
+    def order(self) -> np.ndarray:
+        """Sparsest first; ties broken by how often a direction was hit."""
+        return np.lexsort((-self.hits, -self.zeros))
+
+
+def greedy_independent(Q: np.ndarray, order: np.ndarray, b: int,
+                       fixed: list[int] | None = None) -> list[int]:
+    """Walk ``order`` and keep directions independent of those kept so far (up to b)."""
+    chosen: list[int] = []
+    basis = np.empty((0, Q.shape[1]))
+    for i in list(fixed or []) + [int(i) for i in order]:
+        if i in chosen:
+            continue
+        r = Q[i] - basis.T @ (basis @ Q[i])
+        nr = np.linalg.norm(r)
+        if nr > INDEPENDENCE_TOL:
+            chosen.append(i)
+            basis = np.vstack([basis, r / nr])
+            if len(chosen) == b:
+                break
+    return chosen

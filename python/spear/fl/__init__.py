@@ -1,0 +1,22 @@
+"""Honest federated-learning client simulation (FedSGD, FedAvg, DP-SGD) in torch.
+
+Independent of the attack: it only produces what a client would send.
+"""
+from .client import PROTOCOLS, ClientConfig, client_update, minibatch_schedule
+from .layers import attackable_layer, check_followed_by_relu, layer_input, linear_layers
+from .models import make_fcnn
+from .payload import LayerPayload, layer_payload
+
+__all__ = [
+    "PROTOCOLS",
+    "ClientConfig",
+    "LayerPayload",
+    "attackable_layer",
+    "check_followed_by_relu",
+    "client_update",
+    "layer_input",
+    "layer_payload",
+    "linear_layers",
+    "make_fcnn",
+    "minibatch_schedule",
+]
