@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <stdexcept>
 #include <string>
 
@@ -106,6 +107,13 @@ PYBIND11_MODULE(_core, m) {
         py::arg("probe_min"), py::arg("max_candidates"), py::arg("num_threads"),
         "Evaluate samples [offset, offset+num_samples) on the CPU. Returns "
         "(q, zeros, index, evaluated, accepted_total).");
+  m.def(
+      "philox4x32_10",
+      [](std::array<uint32_t, 4> c, std::array<uint32_t, 2> k) {
+        const auto r = spear::philox4x32_10(c[0], c[1], c[2], c[3], k[0], k[1]);
+        return std::array<uint32_t, 4>{r.v[0], r.v[1], r.v[2], r.v[3]};
+      },
+      py::arg("counter"), py::arg("key"), "The generator both kernels use (for tests).");
   m.def("cpu_max_threads", &spear::cpu::max_threads, "Threads the CPU kernel uses by default.");
 #ifdef SPEAR_WITH_CUDA
   m.attr("built_with_cuda") = true;

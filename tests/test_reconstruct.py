@@ -1,0 +1,160 @@
+"""End-to-end exact reconstruction from torch-computed gradients, the certificate, batch
+size inference and the error for every kind of bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import spear
+from gradients import first_layer_gradients, matched_relative_errors
+
+TOL = {torch.float32: 1e-4, torch.float64: 1e-8}
+
+
+def _case(b, positive):
+    # All-positive inputs at b = 16 need ~1e8 samples on two cores: run on request.
+    if positive and b == 16:
+        return pytest.param(b, positive, marks=pytest.mark.slow)
+    return (b, positive)
+
+
+@pytest.mark.parametrize("width", [200, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("b,positive", [_case(b, p) for p in (False, True) for b in (1, 2, 4, 8, 12, 16)])
+def test_exact_reconstruction(b, positive, dtype, width):
+    g = first_layer_gradients(b, width=width, positive=positive, dtype=dtype, seed=b)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, b, weight=g.weight, bias=g.bias,
+                            time_limit=300)
+    assert rec.complete and rec.certified, rec.stats
+    assert rec.inputs.shape == g.inputs.shape
+    err = matched_relative_errors(rec.inputs, g.inputs)
+    assert err.max() < TOL[dtype], err
+    assert rec.stats["backend"] == "cpu" and rec.stats["samples"] >= 0
+
+
+def test_headline_b16_under_a_minute():
+    g = first_layer_gradients(16, width=200, n=784, depth=3, dtype=torch.float32, seed=123)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, weight=g.weight, bias=g.bias)
+    assert rec.complete and rec.certified and rec.batch_size == 16
+    assert matched_relative_errors(rec.inputs, g.inputs).max() < 1e-4
+    assert rec.stats["seconds"]["total"] < 60
+
+
+def test_without_layer_parameters_is_uncertified_but_exact():
+    g = first_layer_gradients(6, dtype=torch.float64, seed=2)
+    rec = spear.reconstruct(g.grad_weight.numpy(), g.grad_bias.numpy())
+    assert rec.complete and rec.certified is None and rec.certificate is None
+    assert matched_relative_errors(rec.inputs, g.inputs).max() < 1e-8
+
+
+def test_budget_exhausted_gives_no_answer():
+    g = first_layer_gradients(14, positive=True, dtype=torch.float64, seed=5)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, weight=g.weight, bias=g.bias,
+                            max_samples=1000)
+    assert not rec.complete and rec.inputs is None and rec.certified is False
+    assert rec.stats["samples"] == 1000
+    assert rec.stats["directions_found"] <= 14
+    assert rec.directions.shape[0] == 14
+
+
+def test_time_limit_is_respected():
+    g = first_layer_gradients(24, positive=True, dtype=torch.float64, seed=6)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, weight=g.weight, bias=g.bias,
+                            time_limit=1.0)
+    assert not rec.complete and rec.inputs is None
+    assert rec.stats["seconds"]["total"] < 10
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_certificate_accepts_truth_and_rejects_tampering(dtype):
+    g = first_layer_gradients(8, dtype=dtype, seed=3)
+    layer = (g.grad_weight, g.grad_bias, g.weight, g.bias)
+    rec = spear.reconstruct(*layer[:2], weight=g.weight, bias=g.bias)
+    assert rec.certified
+    assert spear.verify(*layer, rec.inputs).certified
+    assert spear.verify(*layer, g.inputs[::-1]).certified          # order does not matter
+    rng = np.random.default_rng(0)
+    # One input replaced: the gradient is no longer explained.
+    wrong = rec.inputs.copy()
+    wrong[3] = rng.standard_normal(wrong.shape[1])
+    v = spear.verify(*layer, wrong)
+    assert not v.certified and v.residual > 1e-3
+    # One column of Q replaced by a mixture of two columns (inputs mixed accordingly):
+    # the row space is right, the sparsity pattern is not.
+    M = np.eye(8)
+    M[2, 5] = 0.5
+    v = spear.verify(*layer, M @ rec.inputs)
+    assert not v.certified and v.violations > 0
+    # A random invertible mixing of all inputs.
+    v = spear.verify(*layer, (np.eye(8) + 0.3 * rng.standard_normal((8, 8))) @ rec.inputs)
+    assert not v.certified
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b", [1, 3, 9, 17])
+def test_batch_size_inference(b, dtype):
+    g = first_layer_gradients(b, positive=(b % 2 == 1), dtype=dtype, seed=b, n=300)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, weight=g.weight, bias=g.bias,
+                            max_samples=1)
+    assert rec.batch_size == b
+
+
+def test_gram_route_for_wide_inputs():
+    # n >> m goes through the m x m Gram matrix and must stay exact.
+    g = first_layer_gradients(5, width=50, n=20_000, dtype=torch.float64, seed=9)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, weight=g.weight, bias=g.bias)
+    assert rec.certified
+    assert matched_relative_errors(rec.inputs, g.inputs).max() < 1e-8
+
+
+@pytest.fixture(scope="module")
+def small():
+    return first_layer_gradients(4, width=30, n=20, dtype=torch.float64, seed=1)
+
+
+def test_accepts_numpy_torch_and_mixed(small):
+    a = spear.reconstruct(small.grad_weight.numpy(), small.grad_bias, weight=small.weight.numpy(),
+                          bias=small.bias)
+    assert a.certified
+
+
+@pytest.mark.parametrize("mutate,err,match", [
+    (lambda g: dict(grad_weight=g.grad_weight[:, :-1]), ValueError, "weight must have shape"),
+    (lambda g: dict(grad_bias=g.grad_bias[:-1]), ValueError, "grad_bias must have shape"),
+    (lambda g: dict(grad_weight=g.grad_weight[0]), ValueError, "2-D"),
+    (lambda g: dict(grad_weight=_poke(g.grad_weight, np.nan)), ValueError, "NaN or Inf"),
+    (lambda g: dict(grad_bias=_poke(g.grad_bias, np.inf)), ValueError, "NaN or Inf"),
+    (lambda g: dict(weight=_poke(g.weight, np.nan)), ValueError, "NaN or Inf"),
+    (lambda g: dict(batch_size=21), ValueError, "min\\(m, n\\)"),
+    (lambda g: dict(batch_size=5), ValueError, "numerical rank 4"),
+    (lambda g: dict(batch_size=0), ValueError, ">= 1"),
+    (lambda g: dict(batch_size=2.0), TypeError, "int"),
+    (lambda g: dict(grad_weight=torch.zeros_like(g.grad_weight), grad_bias=torch.zeros_like(g.grad_bias)), ValueError, "zero"),
+    (lambda g: dict(grad_weight=g.grad_weight.half()), TypeError, "float16"),
+    (lambda g: dict(grad_weight=g.grad_weight.numpy().astype(np.int32)), TypeError, "int32"),
+    (lambda g: dict(grad_weight=[[1.0]]), TypeError, "array"),
+    (lambda g: dict(bias=None), ValueError, "both weight and bias"),
+    (lambda g: dict(device="tpu"), ValueError, "device"),
+    (lambda g: dict(max_samples=-3), ValueError, "max_samples"),
+    (lambda g: dict(time_limit=0), ValueError, "time_limit"),
+])
+def test_bad_input_errors(small, mutate, err, match):
+    kwargs = dict(grad_weight=small.grad_weight, grad_bias=small.grad_bias, weight=small.weight,
+                  bias=small.bias)
+    kwargs.update(mutate(small))
+    with pytest.raises(err, match=match):
+        spear.reconstruct(**kwargs)
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(small):
+    if spear.cuda_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="CUDA"):
+        spear.reconstruct(small.grad_weight, small.grad_bias, device="cuda")
+
+
+def _poke(t, value):
+    t = t.clone()
+    t.view(-1)[0] = value
+    return t
