@@ -145,7 +145,7 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                                       offset=samples)
                 samples += todo
                 raw += len(d.q)
-                pool.add(be.to_numpy(d.q))
+                pool.add(be.to_numpy(d.q), be.to_numpy(d.zeros))
                 chunk = min(chunk * 2, _MAX_CHUNK)
             result = state.try_select(pool)
             if bar is not None:

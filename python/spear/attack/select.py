@@ -51,10 +51,15 @@ class CandidatePool:
     def __len__(self) -> int:
         return len(self.q)
 
-    def add(self, q: np.ndarray) -> int:
-        """Merge new raw candidates (k x b); returns how many new distinct directions."""
+    def add(self, q: np.ndarray, zeros: np.ndarray | None = None) -> int:
+        """Merge new raw candidates (k x b) with the kernel's zero counts; returns how many
+        new distinct directions."""
         if len(q) == 0:
             return 0
+        if zeros is not None and len(q) > 16 * self.per_chunk:
+            # Sparsest first is all that matters: skip the long tail before any O(k m) work.
+            top = np.argsort(-np.asarray(zeros), kind="stable")[: 16 * self.per_chunk]
+            q = np.asarray(q)[top]
         q = np.asarray(q, dtype=np.float64)
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
         # Many samples hit the same direction: group them by zero-row pattern first
