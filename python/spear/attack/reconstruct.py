@@ -121,7 +121,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     pool = CandidatePool(L, thresh, row_thresholds(L, tol_pool))
     budget = DEFAULT_MAX_SAMPLES if max_samples is None and time_limit is None else max_samples
     certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel)
-    state = _Search(b=b, xp=xp, L=fac.L, R=fac.R, gb=gb, certifier=certifier)
+    state = _Search(b=b, xp=xp, L=fac.L, R=fac.R, gb=gb, certifier=certifier,
+                    deadline=None if time_limit is None else t_start + time_limit)
 
     t0 = time.perf_counter()
     samples, chunk, raw = 0, _FIRST_CHUNK, 0
@@ -140,6 +141,11 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                 if time_limit is not None and time.perf_counter() - t_start > time_limit:
                     break
                 todo = chunk if budget is None else min(chunk, budget - samples)
+                if time_limit is not None and samples:
+                    # Size the chunk by the measured rate so the limit is not overshot.
+                    rate = samples / max(time.perf_counter() - t0, 1e-9)
+                    left = time_limit - (time.perf_counter() - t_start)
+                    todo = int(max(1024, min(todo, rate * left)))
                 d = sample_directions(L, todo, seed=seed, tol=tol, min_zeros=min_zeros,
                                       device="cuda" if be.name == "cuda" else "cpu",
                                       offset=samples)
@@ -202,7 +208,9 @@ class _Search:
     found: int = 0
     select_seconds: float = 0.0
     best_directions: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    deadline: float | None = None
     _last_key: tuple = ()
+    _last_choice: list = field(default_factory=list)
 
     def try_select(self, pool: CandidatePool):
         """(Q, X, certificate) once b independent directions are in the pool, else None."""
@@ -232,19 +240,24 @@ class _Search:
         cert = self.certifier(Q) if self.certifier is not None else None
         return Q, X, cert
 
-    def _revisit(self, pool, order, chosen, max_rounds: int = 8) -> list[int]:
+    def _revisit(self, pool, order, chosen, max_rounds: int = 4) -> list[int]:
         """Second stage: while the certificate fails, make the single swap (one chosen
         direction out, one pool direction in, independence kept) that removes the most
-        violations. Fixes sets where a mixture of two columns outranked a true column."""
+        violations. Fixes sets where a mixture of two columns outranked a true column.
+        Bounded: the most-violating columns, the sparsest spare candidates, and only when
+        the pool changed since the last attempt."""
+        key = (len(pool), tuple(chosen))
+        if key == self._last_key:
+            return self._last_choice
         best = self.certifier(self._scaled(pool.q[chosen]))
-        candidates = [int(c) for c in order[: 4 * self.b + 64]]
+        spares = [int(c) for c in order if int(c) not in chosen][: 2 * self.b + 16]
         for _ in range(max_rounds):
-            if best.certified:
+            if best.certified or (self.deadline is not None and time.perf_counter() > self.deadline):
                 break
             improved = None
-            for pos in range(self.b):
+            for pos in np.argsort(-best.per_column, kind="stable")[:4]:
                 rest = chosen[:pos] + chosen[pos + 1:]
-                for cand in candidates:
+                for cand in spares:
                     if cand in chosen:
                         continue
                     trial = greedy_independent(pool.q, np.array([cand]), self.b, fixed=rest)
@@ -256,6 +269,7 @@ class _Search:
             if improved is None:
                 break
             chosen = improved
+        self._last_key, self._last_choice = key, chosen
         return chosen
 
 

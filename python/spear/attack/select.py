@@ -56,16 +56,22 @@ class CandidatePool:
         new distinct directions."""
         if len(q) == 0:
             return 0
-        if zeros is not None and len(q) > 16 * self.per_chunk:
-            # Sparsest first is all that matters: skip the long tail before any O(k m) work.
-            top = np.argsort(-np.asarray(zeros), kind="stable")[: 16 * self.per_chunk]
-            q = np.asarray(q)[top]
         q = np.asarray(q, dtype=np.float64)
+        hits = np.ones(len(q), dtype=np.int64)
+        if zeros is not None and len(q) > 16 * self.per_chunk:
+            # Sparsest first is all that matters: collapse repeats of one direction (rounded
+            # coordinates, cheap), then skip the long tail before any O(k m) work.
+            sign = np.where(q[np.arange(len(q)), np.argmax(np.abs(q), axis=1)] < 0, -1.0, 1.0)
+            key = np.round(q * sign[:, None] * 1e4).astype(np.int64)
+            _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+            top = np.lexsort((-counts, -np.asarray(zeros)[first]))[: 16 * self.per_chunk]
+            q, hits = q[first[top]], counts[top]
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
         # Many samples hit the same direction: group them by zero-row pattern first
         # (vectorized), then polish one representative per pattern.
         patterns = np.packbits(np.abs(q @ self.L.T) <= self.thresh[None, :], axis=1)
-        _, first, counts = np.unique(patterns, axis=0, return_index=True, return_counts=True)
+        _, first, inverse = np.unique(patterns, axis=0, return_index=True, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), weights=hits).astype(np.int64)
         # Only the sparsest few matter to a sparsest-first selection; the long tail is
         # mixtures of several columns (each one a different direction) and would cost
         # a polish each.

@@ -1,0 +1,167 @@
+"""Throughput of the direction sampler: submatrices evaluated per second against b.
+
+Backends (JSON field ``backend``):
+  cpu                 the C++ kernel (all cores; ``threads`` says how many; also 1 core)
+  numpy-batched       the paper's way: batches of 10^4 submatrices through a batched SVD,
+                      then L q and a count (numpy)
+  torch-batched       the same with torch on the CPU
+  cuda                the CUDA kernel (when a GPU is present)
+  torch-cuda-batched  the batched baseline with torch on the GPU
+``ratio_vs_baseline`` on kernel records: kernel rate over the batched baseline of the same
+device (numpy-batched for cpu, torch-cuda-batched for cuda), measured in the same run.
+
+    python bench/bench_kernel.py --quick --json out.json [--plot out.png]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, median_time, planted_L, write_json  # noqa: E402
+
+import spear  # noqa: E402
+from spear.attack.kernel import DEFAULT_TOL  # noqa: E402
+
+BATCH = 10_000  # the paper's batch of submatrices per SVD call
+
+
+def draw_rows(rng, m, b, count):
+    # b-1 distinct rows per sample (argsort of random keys: vectorized, like the paper's code)
+    return np.argsort(rng.random((count, m)), axis=1)[:, : b - 1]
+
+
+def numpy_batched(L, samples, tol):
+    rng = np.random.default_rng(0)
+    m, b = L.shape
+    norms = np.linalg.norm(L, axis=1)
+    kept = 0
+    for start in range(0, samples, BATCH):
+        k = min(BATCH, samples - start)
+        rows = draw_rows(rng, m, b, k)
+        _, _, vt = np.linalg.svd(L[rows], full_matrices=True)     # (k, b, b)
+        q = vt[:, -1, :]                                          # null vectors
+        zeros = (np.abs(q @ L.T) <= tol * norms).sum(axis=1)
+        kept += int((zeros >= 2 * b).sum())
+    return kept
+
+
+def torch_batched(L, samples, tol, device="cpu"):
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+    Lt = torch.as_tensor(L, device=device)
+    m, b = L.shape
+    norms = torch.linalg.norm(Lt, dim=1)
+    kept = 0
+    for start in range(0, samples, BATCH):
+        k = min(BATCH, samples - start)
+        rows = torch.argsort(torch.rand((k, m), generator=g, device=device), dim=1)[:, : b - 1]
+        _, _, vh = torch.linalg.svd(Lt[rows], full_matrices=True)
+        q = vh[:, -1, :]
+        zeros = ((q @ Lt.T).abs() <= tol * norms).sum(dim=1)
+        kept += int((zeros >= 2 * b).sum())
+    return kept
+
+
+def run(configs, repeats, with_torch, target_seconds):
+    records = []
+    gpu = spear.cuda_available()
+    for b, m, dtype in configs:
+        L = planted_L(m, b, seed=b, dtype=np.dtype(dtype))
+        tol = DEFAULT_TOL[np.dtype(dtype)]
+        base = {"b": b, "m": m, "dtype": dtype}
+
+        def rec(backend, samples, seconds, **extra):
+            r = {"backend": backend, **base, "samples": samples, "seconds": seconds,
+                 "samples_per_s": samples / seconds, **extra}
+            records.append(r)
+            print(f"{backend:>20} b={b:<3} m={m:<5} {dtype:<8} {r['samples_per_s']:12.4g} /s"
+                  + (f"   x{extra['ratio_vs_baseline']:.1f} vs baseline" if "ratio_vs_baseline" in extra else ""),
+                  flush=True)
+            return r
+
+        nb = 2 * BATCH
+        t, _ = median_time(lambda: numpy_batched(L, nb, tol), repeats)
+        baseline = rec("numpy-batched", nb, t)
+        if with_torch:
+            t, _ = median_time(lambda: torch_batched(L, nb, tol), repeats)
+            rec("torch-batched", nb, t)
+        for threads in (0, 1):
+            # size the run to about target_seconds
+            probe = 20_000
+            t, _ = median_time(lambda: spear.sample_directions(L, probe, num_threads=threads), 1)
+            n = int(max(probe, min(5e8, probe * target_seconds / max(t, 1e-6))))
+            t, _ = median_time(lambda: spear.sample_directions(L, n, num_threads=threads), repeats)
+            nthreads = threads or spear._core.cpu_max_threads()
+            rec("cpu", n, t, threads=nthreads,
+                ratio_vs_baseline=(n / t) / baseline["samples_per_s"])
+        if gpu:
+            import cupy as cp
+            import torch
+
+            Ld = cp.asarray(L)
+            sync = cp.cuda.get_current_stream().synchronize
+            tb, _ = median_time(lambda: torch_batched(L, 10 * BATCH, tol, device="cuda"), repeats,
+                                sync=torch.cuda.synchronize)
+            gbase = rec("torch-cuda-batched", 10 * BATCH, tb)
+            n = 50_000_000
+            t, _ = median_time(lambda: spear.sample_directions(Ld, n), repeats, sync=sync)
+            rec("cuda", n, t, ratio_vs_baseline=(n / t) / gbase["samples_per_s"])
+    return records
+
+
+def plot(records, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, dtype in zip(axes, ("float32", "float64")):
+        keys = sorted({(r["backend"], r.get("threads"), r["m"]) for r in records if r["dtype"] == dtype},
+                      key=str)
+        for backend, threads, m in keys:
+            pts = sorted((r["b"], r["samples_per_s"]) for r in records
+                         if r["dtype"] == dtype and r["backend"] == backend
+                         and r.get("threads") == threads and r["m"] == m)
+            label = f"{backend}{'' if threads is None else f' ({threads} thr)'} m={m}"
+            ax.plot(*zip(*pts), marker="o", label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size b")
+        ax.set_title(dtype)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("submatrices per second")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a subset (under two minutes on two cores)")
+    p.add_argument("--json", default=None, help="write the records here")
+    p.add_argument("--plot", default=None, help="write a PNG plot here")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--no-torch", action="store_true", help="skip the torch CPU baseline")
+    a = p.parse_args()
+    if a.quick:
+        configs = [(b, 200, "float64") for b in (8, 20, 32)] + [(20, 200, "float32"), (20, 2000, "float64")]
+        repeats, target = a.repeats or 3, 0.3
+    else:
+        configs = [(b, m, dt) for dt in ("float32", "float64") for m in (200, 2000)
+                   for b in (4, 8, 12, 16, 20, 24, 32)]
+        repeats, target = a.repeats or 5, 1.0
+    records = run(configs, repeats, not a.no_torch, target)
+    meta = machine()
+    if a.json:
+        write_json(records, a.json, meta)
+    if a.plot:
+        plot(records, a.plot)
+
+
+if __name__ == "__main__":
+    main()
