@@ -29,9 +29,28 @@ struct SamplerParams {
   uint64_t seed = 0;
 };
 
+// s + a*b with the product rounded before the sum, on every backend. nvcc would fuse it
+// into one FMA (one rounding) and the CPU would not: the same seed must give the same
+// bits on both, so the device uses explicitly rounded intrinsics (and the host build
+// uses -ffp-contract=off).
+SPEAR_HD inline double mul_add(double s, double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(s, __dmul_rn(a, b));
+#else
+  return s + a * b;
+#endif
+}
+SPEAR_HD inline float mul_add(float s, float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(s, __fmul_rn(a, b));
+#else
+  return s + a * b;
+#endif
+}
+
 template <typename T>
 SPEAR_HD inline T abs_value(T x) {
-  return x < T(0) ? -x : x;
+  return std::fabs(x);  // branchless (a sign-bit mask), unlike x < 0 ? -x : x
 }
 
 // k distinct row indices in [0, m), in draw order. Requires k <= m.
@@ -75,17 +94,18 @@ SPEAR_HD inline bool null_vector(T* A, int k, int b, T* q) {
     const T inv = T(1) / A[c * b + c];
     for (int r = c + 1; r < k; ++r) {
       const T f = A[r * b + c] * inv;
-      for (int j = c + 1; j < b; ++j) A[r * b + j] -= f * A[c * b + j];
+      for (int j = c + 1; j < b; ++j) A[r * b + j] = mul_add(A[r * b + j], -f, A[c * b + j]);
     }
+    A[c * b + c] = inv;  // back substitution multiplies: no division on its serial chain
   }
   q[b - 1] = T(1);
   for (int c = k - 1; c >= 0; --c) {
     T s = A[c * b + (b - 1)];
-    for (int j = c + 1; j < k; ++j) s += A[c * b + j] * q[j];
-    q[c] = -s / A[c * b + c];
+    for (int j = c + 1; j < k; ++j) s = mul_add(s, A[c * b + j], q[j]);
+    q[c] = -s * A[c * b + c];
   }
   T norm2 = T(0);
-  for (int j = 0; j < b; ++j) norm2 += q[j] * q[j];
+  for (int j = 0; j < b; ++j) norm2 = mul_add(norm2, q[j], q[j]);
   const T norm = std::sqrt(norm2);
   if (!(norm > T(0)) || !(norm < T(INFINITY))) return false;
   const T inv_norm = T(1) / norm;
@@ -97,34 +117,66 @@ template <typename T>
 SPEAR_HD inline bool is_zero_row(const T* L, const T* thresh, int r, int b, const T* q) {
   const T* row = L + static_cast<int64_t>(r) * b;
   T s = T(0);
-  for (int j = 0; j < b; ++j) s += row[j] * q[j];
+  for (int j = 0; j < b; ++j) s = mul_add(s, row[j], q[j]);
   return abs_value(s) <= thresh[r];
 }
 
-// Number of zero rows of L q, or -1 when the sample is rejected (possibly early).
+// Zero flags of rows r..r+3 (r+3 < m). Four independent dot products keep the FMA units
+// busy where one row's chain would wait on latency; each row keeps its own summation
+// order, so the flags are exactly those of is_zero_row.
+template <typename T>
+SPEAR_HD inline int zero_flags4(const T* L, const T* thresh, int r, int b, const T* q) {
+  const T* r0 = L + static_cast<int64_t>(r) * b;
+  const T* r1 = r0 + b;
+  const T* r2 = r1 + b;
+  const T* r3 = r2 + b;
+  T s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0);
+  for (int j = 0; j < b; ++j) {
+    const T qj = q[j];
+    s0 = mul_add(s0, r0[j], qj);
+    s1 = mul_add(s1, r1[j], qj);
+    s2 = mul_add(s2, r2[j], qj);
+    s3 = mul_add(s3, r3[j], qj);
+  }
+  return (abs_value(s0) <= thresh[r] ? 1 : 0) | (abs_value(s1) <= thresh[r + 1] ? 2 : 0) |
+         (abs_value(s2) <= thresh[r + 2] ? 4 : 0) | (abs_value(s3) <= thresh[r + 3] ? 8 : 0);
+}
+
+SPEAR_HD inline int popcount4(int f) { return (f & 1) + ((f >> 1) & 1) + ((f >> 2) & 1) + ((f >> 3) & 1); }
+
+// Zero rows among [begin, end), four at a time.
+template <typename T>
+SPEAR_HD inline int count_range(const T* L, const T* thresh, int begin, int end, int b,
+                                const T* q) {
+  int zeros = 0, r = begin;
+  for (; r + 4 <= end; r += 4) zeros += popcount4(zero_flags4(L, thresh, r, b, q));
+  for (; r < end; ++r) zeros += is_zero_row(L, thresh, r, b, q) ? 1 : 0;
+  return zeros;
+}
+
+// Number of zero rows of L q, or -1 when the sample is rejected (possibly early). The
+// early exit is checked every four rows; the verdict and the count are the same as a
+// row-by-row scan's.
 template <typename T>
 SPEAR_HD inline int count_zeros(const T* L, const T* thresh, const SamplerParams& p, const T* q,
                                 const int* rows) {
   const int k = p.b - 1;
   const int probe_end = p.probe < p.m ? p.probe : p.m;
-  int zeros = 0;
-  for (int r = 0; r < probe_end; ++r) zeros += is_zero_row(L, thresh, r, p.b, q) ? 1 : 0;
+  int zeros = count_range(L, thresh, 0, probe_end, p.b, q);
   if (probe_end > 0) {
     int sampled_in_probe = 0;
     for (int i = 0; i < k; ++i) sampled_in_probe += rows[i] < probe_end ? 1 : 0;
     if (zeros - sampled_in_probe < p.probe_min) return -1;
   }
   const int max_nonzeros = p.m - p.min_zeros;
-  int nonzeros = probe_end - zeros;
-  if (nonzeros > max_nonzeros) return -1;
-  for (int r = probe_end; r < p.m; ++r) {
-    if (is_zero_row(L, thresh, r, p.b, q)) {
-      ++zeros;
-    } else if (++nonzeros > max_nonzeros) {
-      return -1;
-    }
+  if (probe_end - zeros > max_nonzeros) return -1;
+  int r = probe_end;
+  for (; r + 4 <= p.m; r += 4) {
+    zeros += popcount4(zero_flags4(L, thresh, r, p.b, q));
+    if (r + 4 - zeros > max_nonzeros) return -1;
   }
-  return zeros;
+  for (; r < p.m; ++r) zeros += is_zero_row(L, thresh, r, p.b, q) ? 1 : 0;
+  return (p.m - zeros > max_nonzeros) ? -1 : zeros;
 }
 
 // Evaluate sample number `sample`. Scratch: A holds (b-1)*b values, rows b-1 ints, q b values.

@@ -93,14 +93,16 @@ def null_vectors(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows_c, rows_p = A[idx, c, :].copy(), A[idx, p, :].copy()
         A[idx, c, :], A[idx, p, :] = rows_p, rows_c
         with np.errstate(divide="ignore", invalid="ignore"):
-            f = A[:, c + 1:, c] * (1 / A[:, c, c])[:, None]
+            inv = 1 / A[:, c, c]
+            f = A[:, c + 1:, c] * inv[:, None]
         A[:, c + 1:, c + 1:] -= f[:, :, None] * A[:, c, None, c + 1:]
+        A[:, c, c] = inv                       # as sampler.h: back substitution multiplies
     q = np.zeros((s, b), dtype=A.dtype)
     q[:, b - 1] = 1
     with np.errstate(divide="ignore", invalid="ignore"):
         for c in range(k - 1, -1, -1):
             t = A[:, c, b - 1] + np.einsum("sj,sj->s", A[:, c, c + 1:k], q[:, c + 1:k])
-            q[:, c] = -t / A[:, c, c]
+            q[:, c] = -t * A[:, c, c]
         norm = np.sqrt(np.einsum("sj,sj->s", q, q))
         ok &= np.isfinite(norm) & (norm > 0)
         q = q / norm[:, None]
@@ -119,7 +121,12 @@ def sample_directions_reference(L: np.ndarray, thresh: np.ndarray, samples, *, s
     k = b - 1
     rows = draw_rows(seed, samples, m, k)
     q, ok = null_vectors(L[rows])
-    is_zero = np.abs(q @ L.T) <= thresh[None, :]          # (s, m)
+    # L q accumulated term by term in L's dtype, in the kernel's order (not BLAS's), so
+    # that rows sitting on the tolerance get the same verdict.
+    Lq = np.zeros((len(q), m), dtype=L.dtype)
+    for j in range(b):
+        Lq += L[None, :, j] * q[:, j, None]
+    is_zero = np.abs(Lq) <= thresh[None, :]                 # (s, m)
     zeros = is_zero.sum(axis=1)
     accept = ok & (zeros >= min_zeros)
     probe_end = min(probe, m)
