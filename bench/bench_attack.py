@@ -24,9 +24,11 @@ FOLDERS = {"mnist": "mnist", "tiny-imagenet": "tiny-imagenet-200", "imagenet": "
            "adult": "adult", "digits": None}
 
 
-def run_one(dataset, root, b, width, batches, time_limit, depth=6, image_size=None, seed=0):
+def run_one(dataset, root, b, width, batches, time_limit, depth=6, image_size=None, seed=0,
+            **client):
     cfg = AttackConfig(dataset=dataset, data_root=root, batch_size=b, width=width, depth=depth,
-                       batches=batches, time_limit=time_limit, seed=seed, image_size=image_size)
+                       batches=batches, time_limit=time_limit, seed=seed, image_size=image_size,
+                       **client)
     exp = Experiment(cfg)
     rows = []
     for i in range(batches):
@@ -40,7 +42,9 @@ def run_one(dataset, root, b, width, batches, time_limit, depth=6, image_size=No
         v = [r[k] for r in rows if r[k] is not None]
         return statistics.median(v) if v else None
 
-    return {"dataset": dataset, "image_size": image_size, "width": width, "depth": depth, "layer": 0,
+    return {"dataset": dataset, "image_size": image_size, "width": width, "depth": depth,
+            "layer": cfg.layer, "protocol": cfg.protocol, "epochs": cfg.epochs,
+            "mini_batch": cfg.mini_batch, "lr": cfg.lr, "dp_clip": cfg.dp_clip, "dp_sigma": cfg.dp_sigma,
             "b": b, "batches": batches, "time_limit": time_limit,
             "recovered_fraction": med("recovered_fraction"), "psnr": med("psnr_mean"),
             "discrete_accuracy": med("discrete_accuracy"),
@@ -58,6 +62,14 @@ def main():
     p.add_argument("--widths", default="200")
     p.add_argument("--batches", type=int, default=5)
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds per batch")
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--layer", type=int, default=0)
+    p.add_argument("--protocol", default="fedsgd", choices=("fedsgd", "fedavg"))
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--mini-batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--dp-clip", type=float, default=None)
+    p.add_argument("--dp-sigma", type=float, default=0.0)
     p.add_argument("--quick", action="store_true", help="b = 8, 2 batches (a few minutes on two cores)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
@@ -72,8 +84,11 @@ def main():
             continue
         for width in (int(w) for w in a.widths.split(",")):
             for b in (int(v) for v in a.batch_sizes.split(",")):
-                records.append(run_one(dataset, root, b, width, a.batches, a.time_limit,
-                                       image_size=224 if dataset == "imagenet" else None))
+                records.append(run_one(
+                    dataset, root, b, width, a.batches, a.time_limit, depth=a.depth,
+                    image_size=224 if dataset == "imagenet" else None, layer=a.layer,
+                    protocol=a.protocol, epochs=a.epochs, mini_batch=a.mini_batch, lr=a.lr,
+                    dp_clip=a.dp_clip, dp_sigma=a.dp_sigma))
     if a.json:
         write_json(records, a.json, machine())
     print(f"\n{'dataset':>13} {'m':>5} {'b':>3} {'recovered':>9} {'PSNR':>7} {'cert':>5} {'s/batch':>8}")

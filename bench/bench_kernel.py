@@ -147,8 +147,13 @@ def main():
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--no-torch", action="store_true", help="skip the torch CPU baseline")
+    p.add_argument("--configs", default=None,
+                   help="explicit list b:m:dtype,... (e.g. 20:200:float64,8:2000:float32)")
     a = p.parse_args()
-    if a.quick:
+    if a.configs:
+        configs = [(int(b), int(m), dt) for b, m, dt in (c.split(":") for c in a.configs.split(","))]
+        repeats, target = a.repeats or 3, 0.3
+    elif a.quick:
         configs = [(b, 200, "float64") for b in (8, 20, 32)] + [(20, 200, "float32"), (20, 2000, "float64")]
         repeats, target = a.repeats or 3, 0.3
     else:

@@ -21,6 +21,7 @@ from .kernel import default_min_zeros, row_thresholds, sample_directions
 from .scale import scales
 from .select import CandidatePool, greedy_independent
 
+METHODS = ("sample", "dictionary", "auto")
 #: Samples evaluated when neither max_samples nor time_limit is given.
 DEFAULT_MAX_SAMPLES = 500_000_000
 _FIRST_CHUNK, _MAX_CHUNK = 1 << 14, 1 << 22
@@ -52,7 +53,8 @@ class Reconstruction:
 
 def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight=None, bias=None,
                 device: str = "auto", seed: int = 0, max_samples: int | None = None,
-                time_limit: float | None = None, progress: bool = False) -> Reconstruction:
+                time_limit: float | None = None, progress: bool = False,
+                method: str = "sample") -> Reconstruction:
     """Recover the inputs of a linear layer followed by a ReLU from its gradients.
 
     Parameters
@@ -66,6 +68,9 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     max_samples, time_limit : sampling budget (samples, seconds). When exhausted the
         result has ``complete=False`` and ``inputs=None``: never a guess.
     progress : show a progress bar.
+    method : where candidate directions come from: "sample" (random submatrices, the
+        compiled kernel), "dictionary" (sparse dictionary recovery from many starts, for
+        large batches) or "auto" (dictionary proposals first, the sampler for the rest).
     """
     t_start = time.perf_counter()
     m, n, dtype = validate.check_gradients(grad_weight, grad_bias)
@@ -75,6 +80,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
         raise ValueError(f"max_samples must be a non-negative integer, got {max_samples!r}")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be positive seconds, got {time_limit!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     be = _backend.resolve(device)
     xp = be.xp
     # Work in float64 whatever the gradient's dtype: the noise it carries is estimated below.
@@ -118,7 +125,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     thresh = row_thresholds(L, tol)
     min_zeros = default_min_zeros(L.shape[0], b, tol)
     stats["min_zeros"] = min_zeros
-    pool = CandidatePool(L, thresh, row_thresholds(L, tol_pool))
+    thresh_pool = row_thresholds(L, tol_pool)
+    pool = CandidatePool(L, thresh, thresh_pool)
     budget = DEFAULT_MAX_SAMPLES if max_samples is None and time_limit is None else max_samples
     certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel)
     state = _Search(b=b, xp=xp, L=fac.L, R=fac.R, gb=gb, certifier=certifier,
@@ -134,8 +142,23 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     if b == 1:
         pool.add(np.ones((1, 1)))
     try:
+        use_dictionary = method in ("dictionary", "auto") and b > 1
+        rounds = 0
         while True:
-            if b > 1:
+            if use_dictionary:
+                if time_limit is not None and time.perf_counter() - t_start > time_limit:
+                    break
+                added = _dictionary_round(pool, L, thresh_pool, min_zeros, seed + rounds,
+                                          state, xp, t_start, time_limit)
+                rounds += 1
+                # "auto" hands over to the sampler once a round finds nothing new.
+                if method == "auto" and added == 0:
+                    use_dictionary = False
+                elif method == "dictionary" and added == 0 and rounds >= _MAX_STALE_ROUNDS:
+                    break
+            elif b > 1:
+                if method == "dictionary":
+                    break
                 if budget is not None and samples >= budget:
                     break
                 if time_limit is not None and time.perf_counter() - t_start > time_limit:
@@ -173,7 +196,7 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     seconds["sampling"] = time.perf_counter() - t0 - state.select_seconds
     seconds["selection"] = state.select_seconds
     stats.update(samples=samples, candidates=raw, unique_candidates=len(pool),
-                 directions_found=state.found)
+                 directions_found=state.found, method=method, dictionary_rounds=rounds)
 
     # With the layer known, only a certified set counts as complete: never a wrong answer
     # presented as complete.
@@ -271,6 +294,23 @@ class _Search:
             chosen = improved
         self._last_key, self._last_choice = key, chosen
         return chosen
+
+
+_MAX_STALE_ROUNDS = 3
+
+
+def _dictionary_round(pool, L, thresh, min_zeros, seed, state, xp, t_start, time_limit) -> int:
+    """One batch of dictionary proposals, steered away from the directions chosen so far."""
+    from .dictionary import dictionary_proposals
+
+    known = state.best_directions.T if state.best_directions.size else None
+    left = None if time_limit is None else max(time_limit - (time.perf_counter() - t_start), 0.0)
+    q = dictionary_proposals(L, thresh=thresh, min_zeros=min_zeros, seed=seed, known=known,
+                             xp=np, time_limit=left)
+    before = state.found
+    pool.add(np.asarray(q))
+    state.try_select(pool)
+    return state.found - before
 
 
 def _host(be, a):

@@ -1,0 +1,478 @@
+"""Candidate directions from sparse dictionary learning: a second source next to sampling.
+
+Why
+---
+The sampler (``kernel.py``) needs a (b-1)-row submatrix of L whose rows all lie in the
+zero set of one input: about rho^-(b-1) samples, hopeless beyond b ~ 25. But the columns
+of dZ = L Q are also *the sparsest vectors in the column space of L* (about half of their
+entries are zero, a generic vector of the space has none), so they can be found by
+continuous optimisation of a sparsity surrogate from many starting points, at a cost
+polynomial in b (the "sparsely-used dictionary learning" view of SPEAR++).
+
+Method (each choice measured on exact torch gradients, b = 32..50, m = 1000; numbers in
+the comments and in ``bench/bench_large_batch.py``)
+----------------------------------------------------------------------------------
+1. **Whiten.** Rows of L are scaled to unit norm (keeps every support, evens out the
+   heavy-tailed row scales of dZ), then ``Ln = U Ro`` (thin QR). Sparse vectors are
+   ``U p``; the direction in L's coordinates is ``q = Ro^-1 p``.
+2. **Starts from rows.** ``p = U_r`` has ``<U_r, p_i> ~ dZ[r, i]``: it points at the
+   inputs active in row r. 8 b random rows (all-positive inputs need that many: with 4 b
+   only half of the columns attract a start).
+3. **Batched ADM** (Qu, Sun & Wright), all starts as one b x s matrix:
+   ``X = soft(U P, lam)``, ``P = normalize(U^T X)``, lam = 0.25 / sqrt(m), 100 steps.
+   lam = 0.5 (the prototype's) leaves some all-positive columns unstable even when started
+   on them (19 of 32 attracted vs 32 of 32 at 0.25). The l4 power iteration
+   ``P = normalize(U^T (U P)^3)`` stalls at |cos| ~ 0.95 and could not be rounded (0 of 32).
+4. **IRLS towards l0** on the distinct ADM results: p <- smallest eigenvector of
+   ``U^T diag(max(|U p|, delta)^-2) U`` (inverse iteration), delta halving over 12 steps.
+   ADM's bias leaves 3-10% of the smallest rows wrong, which defeats rounding; l1 weights
+   (power 1) reach 26 of 32 all-positive columns, l0-like weights (power 0) 32 of 32.
+5. **Rounding to an exact direction**: null vector of the zero rows, chosen by the first
+   large gap in the sorted |Ln q| (not the b-1 smallest rows: with correlated inputs
+   those are often parallel and their null space is not one-dimensional; not a fixed
+   tolerance: float64 tolerances are 1e-11). Batched via Gram matrices, then an SVD per
+   surviving candidate, then the sparsity filter (``min_zeros`` under ``thresh``).
+6. **Descend from mixtures.** An exact direction whose zero rows leave a d-dimensional
+   null space (d >= 2) mixes d columns, each of which lies in that space; sampling
+   (d-1)-row submatrices inside it is cheap. With all-positive inputs IRLS often lands on
+   mixtures of two columns (their zero sets overlap by ~75%); splitting them took b = 50
+   from 28 to 48 columns of 50.
+7. **Deflation with ``known``** (directions already found, best: the caller's current
+   independent selection): results that converge to known ones are dropped; half of the
+   starts are the rows most aligned with the complement of span(known) (the dual of the
+   missing columns); ADM continues at lam = 0.1, where columns unstable at 0.25 are fixed
+   points; and IRLS under linear constraints that every known direction violates (ER-SpUD
+   style) finds the last columns of zero-mean batches directly.
+
+Every array operation goes through the ``xp`` handle (numpy or CuPy); only the small
+per-candidate bookkeeping (de-duplication, mixture splitting) runs on the host.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+#: ADM starts that end within this |cos| of each other are one start for the refinement.
+_MERGE_COS = 0.99
+#: Output directions within this |cos| are the same.
+_DUP_COS = 1 - 1e-6
+
+
+def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
+                         num_starts: int | None = None, known=None, xp=np,
+                         time_limit: float | None = None, adm_iters: int = 100,
+                         irls_iters: int = 12, descend: bool = True, adm_lam: float | None = None,
+                         max_refine: int | None = None) -> np.ndarray:
+    """Sparse directions of L by batched sparsity minimisation from many starts.
+
+    L: (m, b) float64 factor with all-zero rows already removed (numpy, or CuPy when xp is
+       cupy).
+    thresh: (m,) per-row zero thresholds (tol * ||L_r||): row r counts as zero for q when
+       |L_r q| <= thresh[r].
+    min_zeros: only return directions with at least this many zero rows.
+    seed: start selection and splitting samples (same seed, same result).
+    num_starts: ADM starts (default 8 b, at most m).
+    known: (k, b) unit directions already found (rows); steers new starts away from them
+       (deflation, see the module docstring). Best: the caller's current independent
+       selection (fewer than b directions, or the certified part of a failed set), so that
+       their span leaves a complement; a set spanning everything only drops repeats.
+    xp: numpy or cupy.
+    time_limit: seconds; IRLS and mixture splitting stop early (what is exact is returned).
+    adm_iters, irls_iters, adm_lam, max_refine, descend: tuning (ADM steps, IRLS steps,
+       ADM threshold times sqrt(m), most ADM results refined, split mixtures).
+
+    Returns a numpy (c, b) array of unit vectors q (rows, in L's coordinates, i.e. L q
+    sparse), made exact (null space of their zero rows) and filtered (at least
+    ``min_zeros`` zero rows, and at least half as many as the sparsest one found); mostly
+    true columns of Q, some mixtures of columns (fewer zeros: a sparsest-first selection
+    ranks them last); de-duplicated within one call, not against ``known``.
+    """
+    t0 = time.perf_counter()
+    deadline = None if time_limit is None else t0 + float(time_limit)
+    L = xp.asarray(L, dtype=xp.float64)
+    m, b = (int(s) for s in L.shape)
+    if b == 1:
+        return np.ones((1, 1))
+    thresh = xp.asarray(thresh, dtype=xp.float64)
+    rng = np.random.default_rng(seed)
+    norms = xp.linalg.norm(L, axis=1)
+    Ln = L / norms[:, None]
+    tr = thresh / norms                      # relative tolerance per row
+    U, Ro = xp.linalg.qr(Ln)                 # Ln = U Ro, U orthonormal (m x b)
+
+    known_q = None
+    if known is not None and len(known):
+        known_q = xp.asarray(known, dtype=xp.float64).reshape(-1, b)
+        known_q = known_q / xp.linalg.norm(known_q, axis=1, keepdims=True)
+
+    s = min(m, int(num_starts) if num_starts else 8 * b)
+    comp = None
+    if known_q is not None:
+        comp = _complement(xp, _credible(xp, Ln, tr, known_q))
+    rows = rng.permutation(m)[:s]
+    if comp is not None:
+        # Deflation by starts: rows of L that point into the space the known directions
+        # leave open (the complement is the dual of the missing columns: a row made
+        # mostly of missing inputs lies close to it). Half the starts, the rest random.
+        score = _host(xp, xp.linalg.norm(Ln @ comp, axis=1))
+        aligned = np.argsort(-score)[: max(1, s // 2)]
+        rows = np.concatenate([aligned, rows[~np.isin(rows, aligned)][: s - len(aligned)]])
+    P = U[xp.asarray(rows)].T.copy()         # b x s
+    P /= xp.linalg.norm(P, axis=0, keepdims=True)
+    P = adm(xp, U, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m))
+    if comp is not None and adm_lam is None:
+        # Columns the first rounds missed are often not even fixed points at lam = 0.25
+        # (the soft-threshold bias pulls them into a mixture with correlated neighbours);
+        # at lam = 0.1 they are. Continue there (slower, so only for steered rounds).
+        P = adm(xp, U, P, adm_iters, 0.1 / np.sqrt(m))
+    P = _distinct_columns(xp, P, _MERGE_COS)
+    if known_q is not None and P.shape[1]:
+        Pk = Ro @ known_q.T
+        Pk /= xp.linalg.norm(Pk, axis=0, keepdims=True)
+        near = _host(xp, xp.abs(Pk.T @ P).max(axis=0)) > _MERGE_COS
+        P = P[:, xp.asarray(np.flatnonzero(~near))]
+    # The sparsest ADM results first (smallest l1 norm of the unit vector U p); the rest
+    # are mostly unconverged starts or mixtures, and IRLS costs m b^2 per start and step.
+    cap = max_refine if max_refine is not None else s
+    if P.shape[1] > cap:
+        l1 = _host(xp, xp.abs(U @ P).sum(axis=0))
+        P = P[:, xp.asarray(np.argsort(l1)[:cap])]
+    if comp is not None:
+        # Deflation by constraint: sparse vectors outside the known ones, by l0-like IRLS
+        # under a linear constraint that every known direction violates (constrained_irls).
+        # Finds the last columns of zero-mean batches at once; all-positive batches need
+        # the aligned starts above.
+        k = comp.shape[1]
+        nf = min(max(8 * k, 16), 4 * b)
+        F = comp @ xp.asarray(rng.standard_normal((k, nf)))             # L coordinates
+        Gc = xp.linalg.solve(Ro.T, F)                                  # g^T p = f^T q
+        P = xp.concatenate([constrained_irls(xp, U, Gc, irls_iters + 3, deadline=deadline), P],
+                           axis=1)
+    if P.shape[1] == 0:
+        return np.empty((0, b))
+    P = irls(xp, U, P, irls_iters, deadline=deadline)
+    Qc = xp.linalg.solve(Ro, P).T                # s x b, L coordinates
+    Qc = round_to_exact(xp, Ln, tr, Qc, rounds=2)
+    z = _host(xp, _zero_rows(xp, xp.abs(Ln @ Qc.T), tr, b).sum(axis=0))
+    # Columns of one batch are about equally sparse; near-exact points stuck on b-1 rows
+    # plus a few parallel ones are not (and would only cost the caller a polish each).
+    floor = max(min_zeros, min(2 * (b - 1), int(0.5 * z.max())))
+    out = _dedupe_rows(_host(xp, Qc[xp.asarray(np.flatnonzero(z >= floor))]), _DUP_COS)
+    if len(out):
+        out = polish_exact(xp, Ln, tr, xp.asarray(out))
+        z = _host(xp, (xp.abs(out @ Ln.T) <= tr[None, :]).sum(axis=1))
+        out = _dedupe_rows(_host(xp, out[xp.asarray(np.flatnonzero(z >= floor))]), _DUP_COS)
+    if descend and len(out):
+        out = descend_mixtures(xp, Ln, tr, out, min_zeros, rng, deadline=deadline,
+                               skip=None if known_q is None else _host(xp, known_q))
+    return out
+
+
+# ----------------------------------------------------------------------------- steps
+
+def adm(xp, U, P, iters: int, lam: float | None = None):
+    """Batched alternating directions for min ||U p||_1 on the sphere (one column per start):
+    X = soft_threshold(U P, lam), P = normalize(U^T X). lam = 0.25 / sqrt(m) (a unit vector
+    spread over m rows has entries ~ 1/sqrt(m))."""
+    m = U.shape[0]
+    lam = 0.25 / np.sqrt(m) if lam is None else lam
+    for _ in range(iters):
+        X = U @ P
+        X = xp.sign(X) * xp.maximum(xp.abs(X) - lam, 0.0)
+        Pn = U.T @ X
+        nrm = xp.linalg.norm(Pn, axis=0, keepdims=True)
+        P = xp.where(nrm > 0, Pn / xp.maximum(nrm, 1e-300), P)
+    return P
+
+
+def irls(xp, U, P, iters: int, delta0: float | None = None, decay: float = 0.5,
+         floor: float = 1e-12, deadline: float | None = None, power: float = 0.0):
+    """Iteratively reweighted least squares for min sum_r |U_r p|^power, ||p|| = 1, per
+    column: p <- smallest eigenvector of U^T diag(max(|U p|, delta)^(power-2)) U (two
+    inverse-iteration steps from the current p), delta halving each step. power = 0 (a
+    log / l0-like penalty) keeps correlated all-positive columns as fixed points where
+    power = 1 (l1) drifts off them; the weights of the zero rows blow up, so the support
+    becomes exact."""
+    m = U.shape[0]
+    delta = 1.0 / np.sqrt(m) if delta0 is None else delta0
+    for _ in range(iters):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        W = xp.maximum(xp.abs(U @ P), delta) ** (power - 2.0)   # m x s
+        Pn = _smallest_eigvecs(xp, U, W, P0=P, steps=2)       # b x s
+        Pn *= xp.sign((Pn * P).sum(axis=0) + 1e-300)[None, :]
+        P = Pn
+        delta = max(delta * decay, floor)
+    return P
+
+
+def constrained_irls(xp, U, Gc, iters: int, power: float = 0.0, decay: float = 0.5,
+                     deadline: float | None = None):
+    """min ||U p||_(power) subject to g^T p = 1, one column g of Gc (b x c) each, by IRLS:
+    p <- (U^T W U)^-1 g. With g orthogonal (in L's coordinates) to every known direction,
+    no known column satisfies the constraint (it would need infinite scale), so the
+    minimiser is a sparse vector that is *not* known: the deflation step of ER-SpUD-style
+    dictionary learning. Returns unit columns (b x c)."""
+    m, b = U.shape
+    P = Gc / xp.linalg.norm(Gc, axis=0, keepdims=True)       # argmin ||U p||_2, g^T p = 1
+    delta = 1.0 / np.sqrt(m)
+    for _ in range(iters):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        W = xp.maximum(xp.abs(U @ P), delta) ** (power - 2.0)
+        G = _weighted_grams(xp, U, W)                         # c x b x b
+        X = xp.linalg.solve(G, Gc.T[:, :, None])[:, :, 0]     # c x b
+        P = X.T / xp.linalg.norm(X, axis=1)[None, :]
+        delta *= decay
+    return P
+
+
+def round_to_exact(xp, Ln, tr, Qc, rounds: int = 2):
+    """Make near-solutions exact: for each q (rows of Qc), the null vector of its zero rows
+    (:func:`_zero_rows`), batched through the Gram matrices of the selected rows. Fast but
+    only accurate to ~1e-5 in angle (squared condition number): :func:`polish_exact`
+    finishes the few that survive. Returns unit rows."""
+    b = Ln.shape[1]
+    for _ in range(rounds):
+        R = xp.abs(Ln @ Qc.T)                                 # m x s
+        sel = _zero_rows(xp, R, tr, b).astype(Ln.dtype)
+        Qn = _smallest_eigvecs(xp, Ln, sel, P0=Qc.T, steps=2).T
+        Qn *= xp.sign((Qn * Qc).sum(axis=1) + 1e-300)[:, None]
+        Qc = Qn
+    return Qc / xp.linalg.norm(Qc, axis=1, keepdims=True)
+
+
+def _zero_rows(xp, R, tr, b: int):
+    """Boolean (m x s): the zero rows of each column of R = |Ln q| (m x s).
+
+    Every row under the tolerance tr, and at least the b-1 smallest, up to the first
+    relative gap (> 10x) in the sorted residuals after those: a near-solution is ~1e-7 on
+    its zero rows and ~1e-3 elsewhere, while tr may be as tight as 1e-11 (float64
+    gradients), so a fixed threshold would select too few rows, or the wrong ones. The
+    *first* gap, not the largest: a non-zero row with a tiny entry can sit between the
+    two groups, and including it spoils the null vector."""
+    m, s = R.shape
+    k0 = min(b - 1, m) - 1
+    hi = max(k0 + 2, int(0.9 * m))
+    Rs = xp.sort(R, axis=0)
+    ratio = Rs[k0 + 1:hi] / xp.maximum(Rs[k0:hi - 1], 1e-300)
+    jump = ratio > 10.0
+    kk = xp.argmax(jump, axis=0)                              # first gap after row k0 + kk
+    cols = xp.arange(s)
+    cut = xp.where(jump[kk, cols], Rs[k0 + kk, cols], Rs[k0, cols])
+    return R <= xp.maximum(cut[None, :], tr[:, None])
+
+
+def polish_exact(xp, Ln, tr, Q, rounds: int = 2):
+    """Null vector of each candidate's zero rows (:func:`_zero_rows`) by SVD, which reaches
+    float64 tolerances (no squared condition number as in the Gram route). Q: (k, b)."""
+    out = []
+    b = Ln.shape[1]
+    for q in Q:
+        q = xp.asarray(q)
+        for _ in range(rounds):
+            zero = _zero_rows(xp, xp.abs(Ln @ q)[:, None], tr, b)[:, 0]
+            if int(zero.sum()) < b - 1:
+                break
+            v = xp.linalg.svd(Ln[zero], full_matrices=False)[2][-1]
+            q = v if float(v @ q) >= 0 else -v
+        out.append(q / xp.linalg.norm(q))
+    return xp.stack(out) if out else xp.empty((0, b))
+
+
+def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
+                     max_dim: int = 6, deadline: float | None = None,
+                     max_visits: int | None = None, skip: np.ndarray | None = None) -> np.ndarray:
+    """Split mixtures into the columns they mix; returns the directions that are not
+    mixtures (or could not be split), de-duplicated.
+
+    A direction whose zero rows leave a d-dimensional null space (d >= 2, after
+    :func:`_mixture_dim` drops accidental rows) mixes d columns: each of them lies in that
+    space and is zero on strictly more rows. Inside the space the problem is only
+    d-dimensional, so sampling (d-1)-row submatrices works: every sample drawn from one
+    column's extra zero rows gives exactly that column, so true children are the
+    directions hit repeatedly. Children are split again in turn (a mix of three gives
+    mixes of two)."""
+    m, b = Ln.shape
+    tol = float(_host(xp, tr.max()))
+    queue = [np.asarray(q, dtype=np.float64) for q in Q]
+    done = np.empty((0, b)) if skip is None else np.asarray(skip, dtype=np.float64).reshape(-1, b)
+    queue = [q for q in queue if not (len(done) and np.abs(done @ q).max() > _DUP_COS)]
+    out = []
+    visits = 0
+    max_visits = max_visits if max_visits is not None else 4 * len(queue) + 4 * b
+    while queue:
+        q = queue.pop(0)
+        if len(done) and np.abs(done @ q).max() > _DUP_COS:
+            continue
+        done = np.vstack([done, q])
+        timeout = deadline is not None and time.perf_counter() > deadline
+        if timeout or visits >= max_visits:
+            out.append(q)
+            continue
+        visits += 1
+        qx = xp.asarray(q)
+        S = xp.abs(Ln @ qx) <= tr
+        nS = int(S.sum())
+        d, Vt = _mixture_dim(xp, Ln[S], tol, max_dim)
+        if d < 2 or d > max_dim:
+            out.append(q)
+            continue
+        N = Vt[b - d:].T                                      # b x d
+        rest = np.flatnonzero(~_host(xp, S))
+        if len(rest) < d - 1:
+            out.append(q)
+            continue
+        M = Ln[xp.asarray(rest)] @ N                          # rows outside S, b-space -> d
+        idx = np.argsort(rng.random((samples, len(rest))), axis=1)[:, : d - 1]
+        sub = M[xp.asarray(idx)]                              # samples x (d-1) x d
+        _, _, Vs = xp.linalg.svd(sub, full_matrices=True)
+        C = _host(xp, Vs[:, -1, :])                           # samples x d
+        C *= np.sign(C[np.arange(len(C)), np.argmax(np.abs(C), axis=1)])[:, None]
+        _, first, counts = np.unique(np.round(C * 1e5).astype(np.int64), axis=0,
+                                     return_index=True, return_counts=True)
+        cand = C[first[counts >= 2]]
+        kids = []
+        if len(cand):
+            Qs = xp.asarray(cand) @ N.T
+            z = _host(xp, (xp.abs(Qs @ Ln.T) <= tr[None, :]).sum(axis=1))
+            # A column of the mix adds the rows where only it is zero: many, not a few.
+            good = np.flatnonzero((z >= nS + max(b // 2, 2)) & (z >= min_zeros))
+            if len(good):
+                kids = list(_host(xp, polish_exact(xp, Ln, tr, Qs[xp.asarray(good)], rounds=1)))
+        if kids:
+            queue.extend(kids)
+        else:
+            out.append(q)
+    return _dedupe_rows(np.array(out).reshape(-1, b), _DUP_COS)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _credible(xp, Ln, tr, known_q, ratio: float = 0.85):
+    """The known directions worth steering away from: sparsest first, independent, at most
+    b-1 of them, and none much less sparse than the typical one (mixtures of columns have
+    the intersection of their zero sets: 25-70% fewer zeros). So a caller may pass its
+    whole candidate pool: a mixture there would otherwise close the complement that
+    points to the column it stands in for."""
+    b = known_q.shape[1]
+    z = _host(xp, (xp.abs(known_q @ Ln.T) <= tr[None, :]).sum(axis=1))
+    order = np.argsort(-z, kind="stable")
+    top = z[order[: b]]
+    good = order[z[order] >= ratio * float(np.median(top))]
+    Kh = _host(xp, known_q)
+    basis, chosen = np.empty((0, b)), []
+    for i in good:
+        r = Kh[i] - basis.T @ (basis @ Kh[i])
+        nr = np.linalg.norm(r)
+        if nr > 1e-4:
+            chosen.append(int(i))
+            basis = np.vstack([basis, r / nr])
+            if len(chosen) == b - 1:
+                break
+    return known_q[xp.asarray(np.array(chosen, dtype=np.int64))]
+
+
+def _complement(xp, known_q, rel: float = 1e-6):
+    """Orthonormal basis (b x k) of the directions orthogonal to every known direction, or
+    None when the known directions already span everything."""
+    b = known_q.shape[1]
+    if known_q.shape[0] == 0:
+        return xp.eye(b)
+    _, sv, Vt = xp.linalg.svd(known_q, full_matrices=True)
+    sv = _host(xp, sv)
+    rank = int((sv > rel * sv[0]).sum()) if len(sv) else 0
+    if rank >= b:
+        return None
+    return Vt[rank:].T
+
+
+def _mixture_dim(xp, A, tol: float, max_dim: int):
+    """Dimension of the null space of the rows A (k x b) once the few rows that cut it
+    down by accident are dropped, and the right singular vectors (last d span it).
+
+    An exact point found by l1/IRLS inside the span of d columns is a vertex: zero on the
+    common zero rows of those columns and on one or two more rows of its own choosing.
+    Those rows each remove one null dimension; each shows up as a single row carrying
+    most of the weight of one of the small singular directions, and is dropped."""
+    b = A.shape[1]
+    keep = np.arange(A.shape[0])
+    for _ in range(max_dim + 1):
+        Us, sv, Vt = xp.linalg.svd(A[xp.asarray(keep)], full_matrices=len(keep) < b)
+        sv = np.concatenate([_host(xp, sv), np.zeros(max(0, b - len(keep)))])
+        level = 10 * tol * np.sqrt(max(len(keep), 1))
+        d = int((sv <= level).sum())
+        k = b - d - 1                                 # the smallest non-null direction
+        if d >= max_dim or k < 0 or k >= Us.shape[1]:
+            return d, Vt
+        w = _host(xp, Us[:, k]) ** 2
+        r = int(np.argmax(w))
+        if w[r] < 0.5:
+            return d, Vt
+        keep = np.delete(keep, r)
+    return d, Vt
+
+
+def _weighted_grams(xp, A, W, mem: int = 1 << 27):
+    """A^T diag(w) A for each column w of W (m x s): (s, b, b), in chunks so that the
+    (chunk, b, m) intermediate stays within ``mem`` bytes."""
+    m, b = A.shape
+    s = W.shape[1]
+    At = A.T
+    chunk = max(1, int(mem // (8 * b * m)))
+    return xp.concatenate([(At[None, :, :] * W[:, j:j + chunk].T[:, None, :]) @ A
+                           for j in range(0, s, chunk)], axis=0)
+
+
+def _smallest_eigvecs(xp, A, W, P0=None, steps: int = 1):
+    """For each column w of W (m x s): the eigenvector of A^T diag(w) A with the smallest
+    eigenvalue (b x s). With a current guess P0 (b x s), ``steps`` of inverse iteration
+    instead of a full eigendecomposition (a Cholesky-sized solve, ~20x cheaper than eigh
+    at b = 256; IRLS and rounding re-weight between steps anyway)."""
+    m, b = A.shape
+    chunk = max(1, int((1 << 27) // (8 * b * m)))
+    out = []
+    for j in range(0, W.shape[1], chunk):
+        G = _weighted_grams(xp, A, W[:, j:j + chunk])
+        if P0 is None:
+            _, V = xp.linalg.eigh(G)
+            out.append(V[:, :, 0].T)
+            continue
+        ridge = 1e-13 * xp.trace(G, axis1=1, axis2=2) / b
+        G = G + ridge[:, None, None] * xp.eye(b)[None, :, :]
+        X = P0[:, j:j + chunk].T                              # c x b
+        for _ in range(steps):
+            X = xp.linalg.solve(G, X[:, :, None])[:, :, 0]
+            X = X / xp.linalg.norm(X, axis=1, keepdims=True)
+        out.append(X.T)
+    return xp.concatenate(out, axis=1)
+
+
+def _distinct_columns(xp, P, cos: float):
+    """Greedy: keep a column unless |cos| with a kept one exceeds ``cos``."""
+    C = _host(xp, xp.abs(P.T @ P))
+    keep = _greedy_distinct(C, cos)
+    return P[:, xp.asarray(keep)]
+
+
+def _dedupe_rows(Q: np.ndarray, cos: float) -> np.ndarray:
+    if len(Q) == 0:
+        return Q
+    Q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+    return Q[_greedy_distinct(np.abs(Q @ Q.T), cos)]
+
+
+def _greedy_distinct(C: np.ndarray, cos: float) -> np.ndarray:
+    n = len(C)
+    alive = np.ones(n, dtype=bool)
+    keep = []
+    for j in range(n):
+        if alive[j]:
+            keep.append(j)
+            alive &= ~(C[j] > cos)
+    return np.array(keep, dtype=np.int64)
+
+
+def _host(xp, a) -> np.ndarray:
+    return a.get() if xp is not np and hasattr(a, "get") else np.asarray(a)
