@@ -97,9 +97,9 @@ def _run(config, out: str | None, *, prefix: str, progress: bool) -> int:
     bar = tqdm(range(config.batches), desc=f"attacking {config.dataset} b={config.batch_size}",
                unit="batch", disable=not progress)
     for i in bar:
-        r = exp.run_batch(i)
+        r = exp.run_batch(i, progress=progress)
         rows.append(batch_row(r))
-        bar.set_postfix(recovered=f"{rows[-1]['recovered_fraction']:.2f}", certified=r.reconstruction.certified)
+        bar.set_postfix(recovered=f"{rows[-1]['recovered_fraction']:.2f}", certified=str(r.reconstruction.certified))
         _pictures(exp, r, out_dir)
     backend = rows[0]["backend"] if rows else None
     summary = summarize(config, rows, {

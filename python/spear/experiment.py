@@ -82,7 +82,7 @@ class Experiment:
             raise ValueError(f"batch size {c.batch_size} exceeds what layer {c.layer} can reveal: "
                              f"its gradient is {c.width} x {fan_in}, so b <= {min(c.width, fan_in)}")
 
-    def run_batch(self, i: int) -> BatchResult:
+    def run_batch(self, i: int, *, progress: bool = False) -> BatchResult:
         c, ds = self.config, self.dataset
         x_np, y_np, _ = ds.sample_batch(c.batch_size, seed=c.seed * 100_003 + i,
                                         label_homogeneous=c.label_homogeneous)
@@ -93,7 +93,8 @@ class Experiment:
         t0 = time.perf_counter()
         rec = reconstruct(payload.grad_weight, payload.grad_bias, c.batch_size,
                           weight=payload.weight, bias=payload.bias, device=c.device,
-                          seed=c.seed + i, max_samples=c.max_samples, time_limit=c.time_limit)
+                          seed=c.seed + i, max_samples=c.max_samples, time_limit=c.time_limit,
+                          progress=progress)
         seconds = time.perf_counter() - t0
         result = BatchResult(i, rec, {}, truth, seconds=seconds, labels=y_np)
         self._score(result)

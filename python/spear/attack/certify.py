@@ -27,6 +27,11 @@ class Certificate:
     bias_residual: float = 0.0       # ||dZ' 1 - gb|| / ||gb|| (verify only)
 
 
+#: Largest relative tolerance at which the sign check still says something (noise level
+#: 1e-6 of the b-th singular value); float32 rounding sits near 1e-7.
+MAX_JUDGED_REL = 1e-3
+
+
 class Certifier:
     """Precomputes what every check of the same layer shares."""
 
@@ -40,6 +45,9 @@ class Certifier:
         self.l_norm = xp.linalg.norm(L, axis=1)
         # Entries within this relative distance of zero are not judged (rounding).
         self.rel = 1e3 * max(noise_rel, 1e-13)
+        # Past this, "zero" and "clearly negative" lose their meaning and every set would
+        # pass: noise (DP, FedAvg) has destroyed what could be certified, so nothing is.
+        self.meaningful = self.rel <= MAX_JUDGED_REL
 
     def __call__(self, Q) -> Certificate:
         xp = self.xp
@@ -52,8 +60,8 @@ class Certifier:
         nonzero = xp.abs(dZ) > self.rel * grad_scale
         bad = nonzero & (Z < -self.rel * z_scale)
         per_col = _np(xp, bad.sum(axis=0)).astype(np.int64)
-        return Certificate(bool(per_col.sum() == 0), int(per_col.sum()), per_col,
-                           float(_np(xp, nonzero.mean())))
+        return Certificate(bool(per_col.sum() == 0 and self.meaningful), int(per_col.sum()),
+                           per_col, float(_np(xp, nonzero.mean())))
 
 
 def _np(xp, a):

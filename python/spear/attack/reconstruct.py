@@ -322,4 +322,5 @@ def _progress_bar(enabled: bool, total, b: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="sample", unit_scale=True, desc=f"SPEAR b={b}")
+    # leave=False: under the CLI's per-batch bar, one line per batch would pile up.
+    return tqdm(total=total, unit="sample", unit_scale=True, desc=f"SPEAR b={b}", leave=False)
