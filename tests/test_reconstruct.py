@@ -63,7 +63,7 @@ def test_time_limit_is_respected():
     rec = spear.reconstruct(g.grad_weight, g.grad_bias, weight=g.weight, bias=g.bias,
                             time_limit=1.0)
     assert not rec.complete and rec.inputs is None
-    assert rec.stats["seconds"]["total"] < 3
+    assert rec.stats["seconds"]["total"] < 4  # 1 s of sampling, then one last selection
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -279,6 +279,8 @@ class _Search:
                 break
             improved = None
             for pos in np.argsort(-best.per_column, kind="stable")[:4]:
+                if self.deadline is not None and time.perf_counter() > self.deadline:
+                    break
                 rest = chosen[:pos] + chosen[pos + 1:]
                 for cand in spares:
                     if cand in chosen:
