@@ -80,10 +80,9 @@ def to_xp(a: Any, xp: ModuleType, dtype=None):
     """Convert numpy / torch / CuPy / array-likes to an ``xp`` array."""
     if type(a).__module__.startswith("torch"):
         a = a.detach()
-        if xp is np:
+        if xp is np or not a.is_cuda:
             a = a.cpu().numpy()
-        else:
-            a = xp.asarray(a)  # torch CUDA tensors expose __cuda_array_interface__
+        # else: torch CUDA tensors expose __cuda_array_interface__ and CuPy takes them as is
     elif xp is np and hasattr(a, "__cuda_array_interface__"):
         a = a.get()
     return xp.asarray(a, dtype=dtype)

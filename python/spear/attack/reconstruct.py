@@ -109,7 +109,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     tol = float(np.clip(1e3 * noise_rel, 1e-11, 1e-4))
     tol_pool = float(np.clip(1e2 * noise_rel, 1e-13, 1e-5))
 
-    keep = np.abs(_host(be, gW)).sum(axis=1) > 0       # neurons inactive for the whole batch
+    # Neurons inactive for the whole batch (computed where gW lives: it can be GBs).
+    keep = be.to_numpy(xp.abs(gW).sum(axis=1) > 0)
     # Their rows of L are rounding noise, not zeros: make them exact zeros.
     fac.L[xp.asarray(~keep)] = 0
     L = np.ascontiguousarray(be.to_numpy(fac.L)[keep])
@@ -313,10 +314,6 @@ def _dictionary_round(pool, L, thresh, min_zeros, seed, state, xp, t_start, time
     pool.add(np.asarray(q))
     state.try_select(pool)
     return state.found - before
-
-
-def _host(be, a):
-    return be.to_numpy(a)
 
 
 def _progress_bar(enabled: bool, total, b: int):
