@@ -48,7 +48,8 @@ QUICK = [(20, 400), (32, 1000), (50, 2000), (100, 2000)]
 RECOVERED = {"float32": 1e-3, "float64": 1e-6}
 
 
-def attack(grad_weight, grad_bias, b, weight, bias, time_limit=120.0, seed=0):
+def attack(grad_weight, grad_bias, b, weight, bias, time_limit=120.0, seed=0, starts_per_b=8,
+           refine_per_b=None):
     """Dictionary-learning reconstruction with certificate. Returns (inputs or None,
     certified, stats)."""
     t0 = time.perf_counter()
@@ -78,7 +79,9 @@ def attack(grad_weight, grad_bias, b, weight, bias, time_limit=120.0, seed=0):
         t1 = time.perf_counter()
         q = dictionary_proposals(L, thresh=thresh, min_zeros=min_zeros, seed=seed + rnd,
                                  known=known,
-                                 num_starts=None if rnd == 0 else 4 * b, time_limit=left)
+                                 num_starts=(starts_per_b if rnd == 0 else 4) * b,
+                                 max_refine=None if refine_per_b is None else refine_per_b * b,
+                                 time_limit=left)
         t2 = time.perf_counter()
         pool.add(q)
         stats["seconds_proposals"] += t2 - t1
@@ -112,7 +115,7 @@ def _via_reconstruct_available() -> bool:
     return "method" in inspect.signature(spear.reconstruct).parameters
 
 
-def run_config(b, m, kind, dtype, batches, time_limit, method, via_reconstruct, seed0=0):
+def run_config(b, m, kind, dtype, batches, time_limit, method, via_reconstruct, seed0=0, **kw):
     rows = []
     for i in range(batches):
         seed = seed0 + 1000 * i + b
@@ -128,7 +131,7 @@ def run_config(b, m, kind, dtype, batches, time_limit, method, via_reconstruct, 
                 X = None
         else:
             X, certified, st = attack(g.grad_weight, g.grad_bias, b, g.weight, g.bias,
-                                      time_limit=time_limit, seed=seed)
+                                      time_limit=time_limit, seed=seed, **kw)
         secs = time.perf_counter() - t0
         if X is not None:
             err = matched_relative_errors(X, g.inputs)
@@ -137,9 +140,13 @@ def run_config(b, m, kind, dtype, batches, time_limit, method, via_reconstruct, 
             frac = 0.0
         rows.append({"recovered_fraction": frac, "certified": certified,
                      "complete": bool(certified and frac == 1.0), "seconds": secs,
-                     "directions_found": st.get("directions_found"), "rounds": st.get("rounds")})
+                     "directions_found": st.get("directions_found"), "rounds": st.get("rounds"),
+                     "seconds_proposals": st.get("seconds_proposals"),
+                     "seconds_pool": st.get("seconds_pool")})
         print(f"  {method:>10} {kind:>9} {dtype} b={b:<3} m={m:<4} batch {i}: recovered {frac:.2f} "
-              f"certified {certified} {secs:.1f}s rounds {st.get('rounds')}", flush=True)
+              f"certified {certified} {secs:.1f}s rounds {st.get('rounds')} "
+              f"(proposals {st.get('seconds_proposals', 0):.1f}s, pool {st.get('seconds_pool', 0):.1f}s)",
+              flush=True)
     return {"method": method, "kind": kind, "dtype": dtype, "b": b, "m": m, "batches": batches,
             "time_limit": time_limit,
             "complete_fraction": sum(r["complete"] for r in rows) / len(rows),
@@ -198,6 +205,9 @@ def main():
     p.add_argument("--methods", default="dictionary", help="dictionary and/or sample")
     p.add_argument("--batches", type=int, default=None, help="batches per configuration")
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per batch")
+    p.add_argument("--starts-per-b", type=int, default=8, help="ADM starts per input, first round")
+    p.add_argument("--refine-per-b", type=int, default=None,
+                   help="refine at most this many ADM results per input (default: all)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG path prefix (default: next to --json)")
     p.add_argument("--via-reconstruct", action="store_true",
@@ -218,7 +228,8 @@ def main():
         for kind in a.kinds.split(","):
             for dtype in dtypes:
                 for b, m in configs:
-                    r = run_config(b, m, kind, dtype, batches, a.time_limit, method, via)
+                    r = run_config(b, m, kind, dtype, batches, a.time_limit, method, via,
+                                   starts_per_b=a.starts_per_b, refine_per_b=a.refine_per_b)
                     records.append(r)
                     print(f"{method} {kind} {dtype} b={b} m={m}: complete {r['complete_fraction']:.2f} "
                           f"inputs {r['recovered_fraction']:.2f} median {r['seconds_median']:.1f}s",

@@ -171,3 +171,30 @@ def test_noise_destroys_the_certificate_instead_of_passing_it():
     assert rec.noise_level > 1e-4
     # And the true inputs themselves cannot be certified from such a gradient either.
     assert not spear.verify(noisy, g.grad_bias, g.weight, g.bias, g.inputs).certified
+
+
+@pytest.mark.parametrize("b,positive", [(6, False), (12, True)])
+def test_methods_agree(b, positive):
+    g = first_layer_gradients(b, width=300, positive=positive, dtype=torch.float64, seed=b + 1)
+    results = {}
+    for method in ("sample", "dictionary", "auto"):
+        rec = spear.reconstruct(g.grad_weight, g.grad_bias, b, weight=g.weight, bias=g.bias,
+                                method=method, time_limit=60)
+        assert rec.certified, method
+        assert rec.stats["method"] == method
+        if method == "dictionary":
+            assert rec.stats["samples"] == 0
+        if method == "sample":
+            assert rec.stats["dictionary_rounds"] == 0 and rec.stats["samples"] > 0
+        results[method] = rec
+        assert matched_relative_errors(rec.inputs, g.inputs).max() < 1e-8
+    with pytest.raises(ValueError, match="method"):
+        spear.reconstruct(g.grad_weight, g.grad_bias, method="magic")
+
+
+def test_dictionary_reaches_batches_the_sampler_cannot():
+    g = first_layer_gradients(40, width=2000, dtype=torch.float32, seed=40)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, weight=g.weight, bias=g.bias,
+                            time_limit=120)
+    assert rec.batch_size == 40 and rec.complete and rec.certified
+    assert matched_relative_errors(rec.inputs, g.inputs).max() < 1e-4

@@ -33,6 +33,8 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
     a("--label-homogeneous", action="store_true", help="draw each batch from a single class")
     a("--max-samples", type=int, default=None, help="sampling budget per batch")
     a("--time-limit", type=float, default=300.0, help="seconds per batch before giving up")
+    a("--method", choices=("auto", "sample", "dictionary"), default="auto",
+      help="where directions come from: the sampler, sparse dictionary recovery, or both")
     a("--out", default=None, help="output folder (default: a new spear-out-<time> folder)")
 
 
@@ -78,7 +80,7 @@ def _attack_config(args):
         dp_sigma=args.dp_sigma, batches=args.batches, device=args.device, seed=args.seed,
         normalize=not args.raw_pixels, image_size=args.image_size,
         label_homogeneous=args.label_homogeneous, max_samples=args.max_samples,
-        time_limit=args.time_limit)
+        time_limit=args.time_limit, method=args.method)
 
 
 def _run(config, out: str | None, *, prefix: str, progress: bool) -> int:

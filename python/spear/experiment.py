@@ -42,6 +42,7 @@ class AttackConfig:
     label_homogeneous: bool = False
     max_samples: int | None = None
     time_limit: float | None = None
+    method: str = "auto"
 
     def client(self, batch: int) -> ClientConfig:
         return ClientConfig(protocol=self.protocol, epochs=self.epochs, mini_batch=self.mini_batch,
@@ -94,7 +95,7 @@ class Experiment:
         rec = reconstruct(payload.grad_weight, payload.grad_bias, c.batch_size,
                           weight=payload.weight, bias=payload.bias, device=c.device,
                           seed=c.seed + i, max_samples=c.max_samples, time_limit=c.time_limit,
-                          progress=progress)
+                          progress=progress, method=c.method)
         seconds = time.perf_counter() - t0
         result = BatchResult(i, rec, {}, truth, seconds=seconds, labels=y_np)
         self._score(result)

@@ -54,7 +54,7 @@ class Reconstruction:
 def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight=None, bias=None,
                 device: str = "auto", seed: int = 0, max_samples: int | None = None,
                 time_limit: float | None = None, progress: bool = False,
-                method: str = "sample") -> Reconstruction:
+                method: str = "auto") -> Reconstruction:
     """Recover the inputs of a linear layer followed by a ReLU from its gradients.
 
     Parameters
@@ -308,8 +308,10 @@ def _dictionary_round(pool, L, thresh, min_zeros, seed, state, xp, t_start, time
 
     known = state.best_directions.T if state.best_directions.size else None
     left = None if time_limit is None else max(time_limit - (time.perf_counter() - t_start), 0.0)
+    # The first round starts everywhere (8b starts); steered rounds need fewer.
+    starts = None if known is None else 4 * L.shape[1]
     q = dictionary_proposals(L, thresh=thresh, min_zeros=min_zeros, seed=seed, known=known,
-                             xp=np, time_limit=left)
+                             xp=np, time_limit=left, num_starts=starts)
     before = state.found
     pool.add(np.asarray(q))
     state.try_select(pool)
