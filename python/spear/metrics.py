@@ -38,7 +38,7 @@ def _rows(a: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     if a.ndim < 1:
         raise ValueError(f"{name} must have a leading row axis, got a scalar")
-    return a.reshape(a.shape[0], -1)
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))  # also for zero rows
 
 
 def match(recon: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -27,9 +27,12 @@ class Certificate:
     bias_residual: float = 0.0       # ||dZ' 1 - gb|| / ||gb|| (verify only)
 
 
-#: Largest relative tolerance at which the sign check still says something (noise level
-#: 1e-6 of the b-th singular value); float32 rounding sits near 1e-7.
-MAX_JUDGED_REL = 1e-3
+#: Largest relative tolerance at which the sign check still says something: a wrong
+#: direction violates it at O(1) relative size, so up to 0.1 (noise 1e-4 of the b-th
+#: singular value) it separates right from wrong. Float32 rounding of well-conditioned
+#: batches sits near 1e-7, ill-conditioned ones (one-hot ADULT rows) near 1e-5; DP noise
+#: at sigma = 1e-4 near 4e-2, where nothing can be certified.
+MAX_JUDGED_REL = 0.1
 
 
 class Certifier:

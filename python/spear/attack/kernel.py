@@ -19,7 +19,7 @@ from .validate import check_float_dtype
 #: Relative tolerance |L_r q| <= tol * ||L_r|| per dtype of L, when none is given.
 DEFAULT_TOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
 #: Rows of the early test (used from this batch size on; small batches need no speed-up).
-PROBE_ROWS = 32
+PROBE_ROWS = 64
 PROBE_FROM_B = 8
 
 
@@ -83,7 +83,7 @@ def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None =
     device : "auto" (the array's device), "cpu" or "cuda".
     offset : index of the first sample (continue a stream in chunks).
     probe, probe_min : early test, reject unless ``probe_min`` of the first ``probe`` rows
-        are zero beyond the sampled ones. Default probe: 32 rows for b >= 8, else off.
+        are zero beyond the sampled ones. Default probe: 64 rows for b >= 8, else off.
     max_candidates : keep at most this many candidates (the lowest sample indices on the CPU).
     num_threads : CPU threads (default: all cores).
     """

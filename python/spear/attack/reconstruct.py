@@ -152,14 +152,14 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                 added = _dictionary_round(pool, L, thresh_pool, min_zeros, seed + rounds,
                                           state, xp, t_start, time_limit)
                 rounds += 1
-                # "auto" hands over to the sampler once a round finds nothing new.
+                # "auto" hands over to the sampler once a round finds nothing new, and
+                # samples a chunk after every round meanwhile so that neither source
+                # starves the other (a round can find one direction at a time).
                 if method == "auto" and added == 0:
                     use_dictionary = False
                 elif method == "dictionary" and added == 0 and rounds >= _MAX_STALE_ROUNDS:
                     break
-            elif b > 1:
-                if method == "dictionary":
-                    break
+            if b > 1 and method != "dictionary" and not (use_dictionary and rounds == 1):
                 if budget is not None and samples >= budget:
                     break
                 if time_limit is not None and time.perf_counter() - t_start > time_limit:
