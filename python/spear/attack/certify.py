@@ -78,7 +78,7 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
     """
     from . import backend as _backend
     from . import validate
-    from .decompose import factorize
+    from .decompose import leading_spectrum, relative_noise
 
     m, n, dtype = validate.check_gradients(grad_weight, grad_bias)
     validate.check_layer(weight, bias, m, n)
@@ -95,9 +95,10 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
                     (X, "inputs")):
         validate.check_finite(xp, a, what)
     b = X.shape[0]
-    s = factorize(xp, gW, min(b, min(m, n)), dtype).singular_values if b < min(m, n) else None
-    eps = float(np.finfo(np.float64).eps)
-    noise = eps if s is None or len(s) <= b else max(float(s[b]), eps * float(s[0])) / float(s[b - 1])
+    if b < min(m, n):
+        noise = relative_noise(leading_spectrum(xp, gW, b + 1)[3], b)
+    else:
+        noise = float(np.finfo(np.float64).eps)
     dZ = xp.linalg.solve(X @ X.T, X @ gW.T).T                         # m x b
     scale = float(xp.linalg.norm(gW))
     residual = float(xp.linalg.norm(gW - dZ @ X)) / scale

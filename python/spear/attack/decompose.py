@@ -55,6 +55,14 @@ def noise_floor(spectrum: np.ndarray, dtype: np.dtype, shape: tuple[int, int]) -
     return 100.0 * eps * float(spectrum[0]) * float(np.sqrt(max(shape)))
 
 
+def relative_noise(spectrum: np.ndarray, b: int) -> float:
+    """Noise of a rank-b factor relative to its weakest direction: what lies beyond the
+    b-th singular value (or float64 rounding of the largest), over the b-th."""
+    eps = float(np.finfo(np.float64).eps)
+    beyond = float(spectrum[b]) if len(spectrum) > b else 0.0
+    return max(beyond, eps * float(spectrum[0])) / float(spectrum[b - 1])
+
+
 def numerical_rank(spectrum: np.ndarray, floor: float) -> int:
     """Number of singular values above the noise floor (the batch size of an exact gradient)."""
     return int(np.count_nonzero(spectrum > floor))

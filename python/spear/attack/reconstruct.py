@@ -16,7 +16,7 @@ import numpy as np
 from . import backend as _backend
 from . import validate
 from .certify import Certificate, Certifier
-from .decompose import factorize
+from .decompose import factorize, relative_noise
 from .kernel import default_min_zeros, row_thresholds, sample_directions
 from .scale import scales
 from .select import CandidatePool, greedy_independent
@@ -101,8 +101,7 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     seconds = {"svd": time.perf_counter() - t0}
     s = fac.singular_values
     # Relative noise of L: what lies beyond the b-th singular value (or the dtype's rounding).
-    eps64 = float(np.finfo(np.float64).eps)
-    noise_rel = float(max(s[b] if len(s) > b else 0.0, eps64 * s[0]) / s[b - 1])
+    noise_rel = relative_noise(s, b)
     # Null vectors of (b-1) x b submatrices amplify that noise by the submatrix's
     # condition number: the sampler gets a loose tolerance (badly conditioned samples are
     # rejected, which only costs samples), polished candidates are judged by a tight one.
@@ -146,12 +145,14 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
         use_dictionary = method in ("dictionary", "auto") and b > 1
         rounds = 0
         while True:
+            selected = False          # a dictionary round selects after itself
             if use_dictionary:
                 if time_limit is not None and time.perf_counter() - t_start > time_limit:
                     break
-                added = _dictionary_round(pool, L, thresh_pool, min_zeros, seed + rounds,
-                                          state, xp, t_start, time_limit)
+                added, result = _dictionary_round(pool, L, thresh_pool, min_zeros,
+                                                  seed + rounds, state, t_start, time_limit)
                 rounds += 1
+                selected = True
                 # "auto" hands over to the sampler once a round finds nothing new, and
                 # samples a chunk after every round meanwhile so that neither source
                 # starves the other (a round can find one direction at a time).
@@ -159,7 +160,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                     use_dictionary = False
                 elif method == "dictionary" and added == 0 and rounds >= _MAX_STALE_ROUNDS:
                     break
-            if b > 1 and method != "dictionary" and not (use_dictionary and rounds == 1):
+            sampled = b > 1 and method != "dictionary" and not (use_dictionary and rounds == 1)
+            if sampled:
                 if budget is not None and samples >= budget:
                     break
                 if time_limit is not None and time.perf_counter() - t_start > time_limit:
@@ -177,7 +179,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                 raw += len(d.q)
                 pool.add(be.to_numpy(d.q), be.to_numpy(d.zeros))
                 chunk = min(chunk * 2, _MAX_CHUNK)
-            result = state.try_select(pool)
+            if sampled or not selected:
+                result = state.try_select(pool)
             if bar is not None:
                 bar.update(samples - bar.n)
                 bar.set_postfix(found=f"{state.found}/{b}", pool=len(pool))
@@ -302,8 +305,9 @@ class _Search:
 _MAX_STALE_ROUNDS = 3
 
 
-def _dictionary_round(pool, L, thresh, min_zeros, seed, state, xp, t_start, time_limit) -> int:
-    """One batch of dictionary proposals, steered away from the directions chosen so far."""
+def _dictionary_round(pool, L, thresh, min_zeros, seed, state, t_start, time_limit):
+    """One batch of dictionary proposals, steered away from the directions chosen so far.
+    Returns (new independent directions, the selection after the round)."""
     from .dictionary import dictionary_proposals
 
     known = state.best_directions.T if state.best_directions.size else None
@@ -314,8 +318,8 @@ def _dictionary_round(pool, L, thresh, min_zeros, seed, state, xp, t_start, time
                              xp=np, time_limit=left, num_starts=starts)
     before = state.found
     pool.add(np.asarray(q))
-    state.try_select(pool)
-    return state.found - before
+    result = state.try_select(pool)
+    return state.found - before, result
 
 
 def _progress_bar(enabled: bool, total, b: int):
