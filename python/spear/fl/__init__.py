@@ -4,7 +4,7 @@ Independent of the attack: it only produces what a client would send.
 """
 from .client import PROTOCOLS, ClientConfig, client_update, minibatch_schedule
 from .layers import attackable_layer, check_followed_by_relu, layer_input, linear_layers
-from .models import make_fcnn
+from .models import feature_extractor, make_fcnn, make_vgg
 from .payload import LayerPayload, layer_payload
 
 __all__ = [
@@ -17,6 +17,8 @@ __all__ = [
     "layer_input",
     "layer_payload",
     "linear_layers",
+    "feature_extractor",
     "make_fcnn",
+    "make_vgg",
     "minibatch_schedule",
 ]
