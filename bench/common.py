@@ -69,3 +69,8 @@ def planted_L(m: int, b: int, rho: float = 0.5, seed: int = 0, dtype=np.float64)
 def write_json(records, path: str | Path, meta: dict) -> None:
     """A JSON list, one record per configuration; each carries the machine it ran on."""
     Path(path).write_text(json.dumps([{**r, "machine": meta} for r in records], indent=1) + "\n")
+
+
+#: Sub-folder of the datasets folder (../shared/datasets or $SPEAR_DATASETS) per dataset.
+DATASET_FOLDERS = {"mnist": "mnist", "tiny-imagenet": "tiny-imagenet-200",
+                   "imagenet": "imagenet-sample", "adult": "adult", "digits": None}

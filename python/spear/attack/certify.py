@@ -25,6 +25,16 @@ class Certificate:
     checked_fraction: float          # fraction of entries with a non-zero gradient
     residual: float = 0.0            # ||gW - dZ' X'|| / ||gW|| (verify only)
     bias_residual: float = 0.0       # ||dZ' 1 - gb|| / ||gb|| (verify only)
+    #: Graded verdict for noisy updates: the largest fraction of a column's judged entries
+    #: that violate the sign rule. A wrong direction scores ~0.5, the true batch under DP
+    #: noise or FedAvg drift a few in a thousand.
+    violation_rate: float = 0.0
+    consistent: bool = False         # violation_rate <= MAX_VIOLATION_RATE
+    column_rates: np.ndarray | None = None   # the graded rate of each column
+
+    def badness(self) -> tuple[int, float]:
+        """Order for comparing candidate sets: exact violations, then the graded rate."""
+        return (self.violations, self.violation_rate)
 
 
 #: Largest relative tolerance at which the sign check still says something: a wrong
@@ -33,12 +43,18 @@ class Certificate:
 #: batches sits near 1e-7, ill-conditioned ones (one-hot ADULT rows) near 1e-5; DP noise
 #: at sigma = 1e-4 near 4e-2, where nothing can be certified.
 MAX_JUDGED_REL = 0.1
+#: Largest per-column violation rate of a set still called consistent (graded verdict).
+MAX_VIOLATION_RATE = 0.05
+#: Entries of dZ within this many noise standard deviations of zero are not judged.
+NOISE_SIGMAS = 3.0
 
 
 class Certifier:
     """Precomputes what every check of the same layer shares."""
 
-    def __init__(self, xp, L, R, weight, bias, noise_rel: float):
+    def __init__(self, xp, L, R, weight, bias, noise_rel: float, noise_floor: float = 0.0):
+        """noise_rel: relative noise of L (rounding); noise_floor: standard deviation of
+        additive noise in L q for a unit q (:func:`decompose.noise_scale`)."""
         self.xp = xp
         self.L = L                                   # m x b, dead rows exactly zero
         self.WR = weight @ R.T                       # m x b
@@ -51,6 +67,10 @@ class Certifier:
         # Past this, "zero" and "clearly negative" lose their meaning and every set would
         # pass: noise (DP, FedAvg) has destroyed what could be certified, so nothing is.
         self.meaningful = self.rel <= MAX_JUDGED_REL
+        # The graded check judges at most at 1e-3 relative, plus the additive noise floor:
+        # it stays informative where the exact one has to give up.
+        self.rel_graded = min(self.rel, 1e-3)
+        self.floor = NOISE_SIGMAS * xp.asarray(noise_floor, dtype=xp.float64)   # scalar or (b,)
 
     def __call__(self, Q) -> Certificate:
         xp = self.xp
@@ -63,8 +83,16 @@ class Certifier:
         nonzero = xp.abs(dZ) > self.rel * grad_scale
         bad = nonzero & (Z < -self.rel * z_scale)
         per_col = _np(xp, bad.sum(axis=0)).astype(np.int64)
+        # Graded: the same rule with the noise floor on dZ and a capped relative margin.
+        judged = xp.abs(dZ) > xp.maximum(self.rel_graded * grad_scale,
+                                         (self.floor * xp.linalg.norm(Q, axis=0))[None, :])
+        wrong = judged & (Z < -self.rel_graded * z_scale)
+        rate = _np(xp, wrong.sum(axis=0)) / np.maximum(_np(xp, judged.sum(axis=0)), 1)
+        max_rate = float(rate.max()) if rate.size else 0.0
         return Certificate(bool(per_col.sum() == 0 and self.meaningful), int(per_col.sum()),
-                           per_col, float(_np(xp, nonzero.mean())))
+                           per_col, float(_np(xp, nonzero.mean())),
+                           violation_rate=max_rate, consistent=max_rate <= MAX_VIOLATION_RATE,
+                           column_rates=rate)
 
 
 def _np(xp, a):
@@ -78,7 +106,7 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
     """
     from . import backend as _backend
     from . import validate
-    from .decompose import leading_spectrum, relative_noise
+    from .decompose import leading_spectrum, noise_std, relative_noise
 
     m, n, dtype = validate.check_gradients(grad_weight, grad_bias)
     validate.check_layer(weight, bias, m, n)
@@ -95,17 +123,22 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
                     (X, "inputs")):
         validate.check_finite(xp, a, what)
     b = X.shape[0]
+    sigma = 0.0
     if b < min(m, n):
-        noise = relative_noise(leading_spectrum(xp, gW, b + 1)[3], b)
+        spectrum = leading_spectrum(xp, gW, b + 1)[3]
+        noise, sigma = relative_noise(spectrum, b), noise_std(spectrum, b, m, n)
     else:
         noise = float(np.finfo(np.float64).eps)
-    dZ = xp.linalg.solve(X @ X.T, X @ gW.T).T                         # m x b
+    pinv = xp.linalg.solve(X @ X.T, X)                                # b x n, rows of X^+T
+    dZ = (pinv @ gW.T).T                                              # m x b
     scale = float(xp.linalg.norm(gW))
     residual = float(xp.linalg.norm(gW - dZ @ X)) / scale
     bias_residual = float(xp.linalg.norm(dZ.sum(axis=1) - gb)) / max(float(xp.linalg.norm(gb)), 1e-300)
     live = xp.abs(gW).sum(axis=1) > 0
     dZ = dZ * live[:, None]
-    cert = Certifier(xp, dZ, X, W, Bv, noise)(xp.eye(b))
+    # Additive noise of std sigma in gW reaches column j of dZ scaled by ||X^+_j||.
+    floor = sigma * xp.linalg.norm(pinv, axis=1)
+    cert = Certifier(xp, dZ, X, W, Bv, noise, floor)(xp.eye(b))
     ok_fit = residual <= 1e3 * noise and bias_residual <= 1e3 * noise * 10
     cert.certified = bool(cert.certified and ok_fit)
     cert.residual, cert.bias_residual = residual, bias_residual

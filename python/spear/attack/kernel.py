@@ -45,11 +45,28 @@ def default_min_zeros(m: int, b: int, tol: float) -> int:
     unit vector's coordinate at 0). We ask for enough extra zeros that a Poisson count
     with that rate exceeds them with probability below 1e-12 per sample.
     """
-    p = min(1.0, 2.0 * tol * math.sqrt(2.0 * b / math.pi))
-    lam = max(m - b + 1, 0) * p
-    extra, term, tail = 0, math.exp(-lam), 1.0
-    while tail > 1e-12 and extra < m:
-        tail -= term
+    return _min_zeros(max(m - b + 1, 0) * _chance_zero(tol, b), m, b)
+
+
+def min_zeros_for(L: np.ndarray, thresh: np.ndarray, tail: float = 1e-12) -> int:
+    """:func:`default_min_zeros` for per-row thresholds (a noise floor makes the chance
+    of a row passing larger on rows of small norm). ``tail``: chance per sample that a
+    wrong proposal passes."""
+    m, b = L.shape
+    norms = np.sqrt(np.einsum("ij,ij->i", L.astype(np.float64), L.astype(np.float64)))
+    rel = np.asarray(thresh, dtype=np.float64) / np.maximum(norms, 1e-300)
+    lam = float(np.sum(np.minimum(1.0, 2.0 * rel * math.sqrt(2.0 * b / math.pi))))
+    return _min_zeros(lam * max(m - b + 1, 0) / max(m, 1), m, b, tail)
+
+
+def _chance_zero(tol: float, b: int) -> float:
+    return min(1.0, 2.0 * tol * math.sqrt(2.0 * b / math.pi))
+
+
+def _min_zeros(lam: float, m: int, b: int, tail: float = 1e-12) -> int:
+    extra, term, left = 0, math.exp(-lam), 1.0
+    while left > tail and extra < m:
+        left -= term
         extra += 1
         term *= lam / extra
     return min(m, b - 1 + max(extra, 2))
@@ -59,14 +76,16 @@ def default_probe(b: int) -> int:
     return PROBE_ROWS if b >= PROBE_FROM_B else 0
 
 
-def row_thresholds(L: np.ndarray, tol: float) -> np.ndarray:
-    """tol * ||L_r|| per row, in L's dtype (computed on the host so every backend agrees)."""
+def row_thresholds(L: np.ndarray, tol: float, floor: float = 0.0) -> np.ndarray:
+    """max(tol * ||L_r||, floor) per row, in L's dtype (computed on the host so every
+    backend agrees). ``tol`` covers rounding, which is relative to the row; ``floor``
+    covers additive noise (DP, FedAvg), which is the same on every row."""
     norms = np.sqrt(np.einsum("ij,ij->i", L.astype(np.float64), L.astype(np.float64)))
-    return (tol * norms).astype(L.dtype)
+    return np.maximum(tol * norms, floor).astype(L.dtype)
 
 
 def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None = None,
-                      min_zeros: int | None = None, device: str = "auto", offset: int = 0,
+                      floor: float = 0.0, min_zeros: int | None = None, device: str = "auto", offset: int = 0,
                       probe: int | None = None, probe_min: int = 1,
                       max_candidates: int = 100_000, num_threads: int | None = None) -> Directions:
     """Evaluate samples ``offset .. offset + num_samples - 1`` of the SPEAR sampler on L.
@@ -78,6 +97,7 @@ def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None =
     seed : generator seed; the same (seed, sample index) draws the same rows everywhere.
     tol : relative zero tolerance, a row r counts as zero when |L_r q| <= tol * ||L_r||.
         Default 1e-9 for float64, 1e-4 for float32.
+    floor : absolute zero tolerance added under noise: |L_r q| <= max(tol ||L_r||, floor).
     min_zeros : accept only candidates with at least this many zero rows (sampled rows
         included). Default :func:`default_min_zeros`.
     device : "auto" (the array's device), "cpu" or "cuda".
@@ -109,9 +129,13 @@ def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None =
     tol = DEFAULT_TOL[dtype] if tol is None else float(tol)
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    min_zeros = default_min_zeros(m, b, tol) if min_zeros is None else int(min_zeros)
+    if not floor >= 0 or not math.isfinite(floor):
+        raise ValueError(f"floor must be a finite non-negative number, got {floor!r}")
+    thresh = row_thresholds(L_host, tol, floor)
+    if min_zeros is None:
+        min_zeros = default_min_zeros(m, b, tol) if floor == 0 else min_zeros_for(L_host, thresh)
+    min_zeros = int(min_zeros)
     probe = default_probe(b) if probe is None else int(probe)
-    thresh = row_thresholds(L_host, tol)
 
     if device == "auto":
         device = "cuda" if is_cupy else "cpu"

@@ -16,8 +16,8 @@ import numpy as np
 from . import backend as _backend
 from . import validate
 from .certify import Certificate, Certifier
-from .decompose import factorize, relative_noise
-from .kernel import default_min_zeros, row_thresholds, sample_directions
+from .decompose import factorize, noise_scale, relative_noise
+from .kernel import min_zeros_for, row_thresholds, sample_directions
 from .scale import scales
 from .select import CandidatePool, greedy_independent
 
@@ -32,8 +32,14 @@ class Reconstruction:
     """Result of :func:`reconstruct`.
 
     inputs: (b, n) recovered inputs, one per row, in arbitrary order; None when incomplete.
-    complete: all b independent directions were found.
-    certified: the certificate's verdict when weight and bias were given, else None.
+    complete: all b independent directions were found (and, with the layer given, the
+        certificate's graded check calls them consistent).
+    certified: the certificate's exact verdict when weight and bias were given, else None.
+        Under noise (DP, FedAvg drift) it is False: exactness cannot be proven there, and
+        ``certificate.violation_rate`` grades the result instead.
+    noise_level: relative noise of L, s_{b+1} / s_b (0 to 1e-7 for exact float32 gradients).
+    fit: relative residuals of what was recovered: "weight" ||gW - L R|| / ||gW|| (what
+        rank b cannot explain) and "bias" ||dZ' 1 - gb|| / ||gb||.
     """
 
     inputs: np.ndarray | None
@@ -44,6 +50,7 @@ class Reconstruction:
     noise_level: float                # relative noise of the low-rank factor L
     stats: dict[str, Any] = field(default_factory=dict)
     certificate: Certificate | None = None
+    fit: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (f"Reconstruction(batch_size={self.batch_size}, complete={self.complete}, "
@@ -107,6 +114,10 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     # rejected, which only costs samples), polished candidates are judged by a tight one.
     tol = float(np.clip(1e3 * noise_rel, 1e-11, 1e-4))
     tol_pool = float(np.clip(1e2 * noise_rel, 1e-13, 1e-5))
+    # Additive noise (DP-SGD, FedAvg drift) is the same on every row: an absolute floor,
+    # in standard deviations of the noise in L q, next to the relative tolerances.
+    sigma = noise_scale(s, b, m, n)
+    floor, floor_pool = SAMPLER_SIGMAS * sigma, POOL_SIGMAS * sigma
 
     # Neurons inactive for the whole batch (computed where gW lives: it can be GBs).
     keep = be.to_numpy(xp.abs(gW).sum(axis=1) > 0)
@@ -115,20 +126,26 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     L = np.ascontiguousarray(be.to_numpy(fac.L)[keep])
     stats: dict[str, Any] = {
         "backend": be.name, "batch_size": b, "rows": int(m), "rows_used": int(keep.sum()),
-        "tol": tol, "tol_pool": tol_pool, "noise_level": noise_rel, "seed": int(seed),
+        "tol": tol, "tol_pool": tol_pool, "noise_level": noise_rel, "noise_floor": sigma,
+        "seed": int(seed),
         "singular_values": s.tolist(),
     }
     if L.shape[0] < b - 1:
         raise ValueError(f"only {L.shape[0]} neurons of {m} have a non-zero gradient; "
                          f"at least b-1 = {b - 1} are needed")
 
-    thresh = row_thresholds(L, tol)
-    min_zeros = default_min_zeros(L.shape[0], b, tol)
+    thresh = row_thresholds(L, tol, floor)
+    # Under noise a true column's zeros blur into the chance zeros of a wrong proposal:
+    # accept more (the pool polishes and ranks them) rather than none.
+    row_norms = np.linalg.norm(L, axis=1)
+    noisy = floor > tol * float(np.median(row_norms))
+    min_zeros = min_zeros_for(L, thresh, tail=NOISY_TAIL if noisy else 1e-12)
+    stats["noisy"] = bool(noisy)
     stats["min_zeros"] = min_zeros
-    thresh_pool = row_thresholds(L, tol_pool)
+    thresh_pool = row_thresholds(L, tol_pool, floor_pool)
     pool = CandidatePool(L, thresh, thresh_pool)
     budget = DEFAULT_MAX_SAMPLES if max_samples is None and time_limit is None else max_samples
-    certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel)
+    certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel, sigma)
     state = _Search(b=b, xp=xp, L=fac.L, R=fac.R, gb=gb, certifier=certifier,
                     deadline=None if time_limit is None else t_start + time_limit)
 
@@ -172,7 +189,7 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                     rate = samples / max(time.perf_counter() - t0, 1e-9)
                     left = time_limit - (time.perf_counter() - t_start)
                     todo = int(max(1024, min(todo, rate * left)))
-                d = sample_directions(L, todo, seed=seed, tol=tol, min_zeros=min_zeros,
+                d = sample_directions(L, todo, seed=seed, tol=tol, floor=floor, min_zeros=min_zeros,
                                       device="cuda" if be.name == "cuda" else "cpu",
                                       offset=samples)
                 samples += todo
@@ -185,10 +202,11 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                 bar.update(samples - bar.n)
                 bar.set_postfix(found=f"{state.found}/{b}", pool=len(pool))
             if result is not None:
-                if W is not None or b == 1:
-                    if result[2].certified or b == 1:
-                        break
-                else:
+                if b == 1 or (W is not None and result[2].certified):
+                    break
+                # Not provably exact (no layer, or noise): keep sampling to 2*n1 so that
+                # a mixture standing in for a missing column can still be replaced.
+                if W is None or result[2].consistent:
                     n1 = samples if n1 is None else n1
                     if samples >= 2 * n1:
                         break
@@ -202,24 +220,30 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     stats.update(samples=samples, candidates=raw, unique_candidates=len(pool),
                  directions_found=state.found, method=method, dictionary_rounds=rounds)
 
-    # With the layer known, only a certified set counts as complete: never a wrong answer
-    # presented as complete.
+    # With the layer known, only a set the certificate calls at least consistent counts as
+    # complete: never a wrong answer presented as complete.
     inputs = cert = None
     certified = None if W is None else False
+    fit: dict[str, float] = {}
     if result is not None:
         Q, X, cert = result
         if W is None:
             cert = None
         else:
             certified = bool(cert.certified)
-    complete = result is not None and certified is not False
+        explained = float(np.sum(np.asarray(s[:b], dtype=np.float64) ** 2))
+        total = float(xp.sum(gW * gW))
+        fit = {"weight": float(np.sqrt(max(total - explained, 0.0) / total)),
+               "bias": float(xp.linalg.norm((fac.L @ Q).sum(axis=1) - gb))
+               / max(float(xp.linalg.norm(gb)), 1e-300)}
+    complete = result is not None and (cert is None or cert.consistent)
     if complete:
         inputs = be.to_numpy(X)
     seconds["total"] = time.perf_counter() - t_start
     stats["seconds"] = seconds
     return Reconstruction(inputs=inputs, complete=complete, certified=certified, batch_size=b,
                           directions=state.best_directions, noise_level=noise_rel, stats=stats,
-                          certificate=cert)
+                          certificate=cert, fit=fit)
 
 
 @dataclass
@@ -282,7 +306,8 @@ class _Search:
             if best.certified or (self.deadline is not None and time.perf_counter() > self.deadline):
                 break
             improved = None
-            for pos in np.argsort(-best.per_column, kind="stable")[:4]:
+            worst = np.lexsort((-best.column_rates, -best.per_column))
+            for pos in worst[:4]:
                 if self.deadline is not None and time.perf_counter() > self.deadline:
                     break
                 rest = chosen[:pos] + chosen[pos + 1:]
@@ -293,7 +318,7 @@ class _Search:
                     if len(trial) < self.b:
                         continue
                     cert = self.certifier(self._scaled(pool.q[trial]))
-                    if cert.violations < best.violations:
+                    if cert.badness() < best.badness():
                         best, improved = cert, trial
             if improved is None:
                 break
@@ -303,6 +328,11 @@ class _Search:
 
 
 _MAX_STALE_ROUNDS = 3
+#: Noise floors in standard deviations of the noise in L q: the sampler's loose one (its
+#: b-1 rows amplify the noise by the submatrix's conditioning), the pool's tight one.
+SAMPLER_SIGMAS, POOL_SIGMAS = 10.0, 3.0
+#: Chance per sample that a wrong proposal passes the sampler, under noise (1e-12 without).
+NOISY_TAIL = 1e-4
 
 
 def _dictionary_round(pool, L, thresh, min_zeros, seed, state, t_start, time_limit):

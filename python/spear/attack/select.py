@@ -21,16 +21,23 @@ def zero_counts(L: np.ndarray, thresh: np.ndarray, Q: np.ndarray) -> np.ndarray:
 
 def polish(L: np.ndarray, thresh: np.ndarray, q: np.ndarray, rounds: int = 2) -> np.ndarray:
     """Refine a candidate from all its zero rows at once: the smallest right singular vector
-    of those (normalized) rows averages out the rounding of the b-1 rows that produced it."""
+    of those rows averages out the rounding (or noise) of the b-1 rows that produced it.
+    Each row is weighted by 1 / its threshold, i.e. by its noise scale: relative rounding
+    then means normalized rows, additive noise (DP, FedAvg) equal weights. Stops early
+    once the zero rows stop changing (a fixed point, so repeats polish to one vector)."""
     b = L.shape[1]
-    norms = np.linalg.norm(L, axis=1)
+    scale = np.maximum(np.asarray(thresh, dtype=np.float64), 1e-300)
+    zero_before = None
     for _ in range(rounds):
         zero = np.abs(L @ q) <= thresh
         if zero.sum() < b - 1 or b == 1:
             break
-        rows = L[zero] / norms[zero, None]
+        if zero_before is not None and np.array_equal(zero, zero_before):
+            break
+        rows = L[zero] / scale[zero, None]
         v = np.linalg.svd(rows, full_matrices=len(rows) < b)[2][-1]
         q = v if v @ q >= 0 else -v
+        zero_before = zero
     return q / np.linalg.norm(q)
 
 
@@ -47,6 +54,7 @@ class CandidatePool:
         self.q = np.empty((0, b))
         self.zeros = np.empty(0, dtype=np.int64)
         self.hits = np.empty(0, dtype=np.int64)
+        self._patterns: dict[bytes, int] = {}    # tight zero set -> index (noise: same set, same vector)
 
     def __len__(self) -> int:
         return len(self.q)
@@ -80,14 +88,20 @@ class CandidatePool:
         before = len(self)
         for i, hits in zip(first[keep], counts[keep]):
             p = polish(self.L, self.thresh, q[i])
-            p = polish(self.L, self.thresh_tight, p, rounds=1)
+            p = polish(self.L, self.thresh_tight, p, rounds=3)
+            zero = np.abs(self.L @ p) <= self.thresh_tight
+            key = np.packbits(zero).tobytes()
+            if key in self._patterns:
+                self.hits[self._patterns[key]] += hits
+                continue
             if len(self):
                 cos = np.abs(self.q @ p)
                 j = int(np.argmax(cos))
                 if cos[j] > 1 - DUPLICATE_COS_GAP:
                     self.hits[j] += hits
                     continue
-            z = int(zero_counts(self.L, self.thresh_tight, p[None])[0])
+            z = int(zero.sum())
+            self._patterns[key] = len(self.q)
             self.q = np.vstack([self.q, p])
             self.zeros = np.append(self.zeros, z)
             self.hits = np.append(self.hits, hits)

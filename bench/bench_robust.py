@@ -1,0 +1,230 @@
+"""Robustness under realistic federated settings, in the shape of the paper's tables.
+
+Sections (each a grid of client settings; every cell attacks the same batches):
+
+  dp          DP-SGD noise sigma in {0, 1e-5, 1e-4, 1e-3, 1e-2} x clip C in {1, 10}
+  fedavg      FedAvg epochs E in {1, 2, 5, 10} x mini-batch {b, b/2, b/4} x lr {0.1, 0.01, 0.001}
+  layers      attacked layer l = 1..5 of a 6-layer network (input features of that layer)
+  homogeneous label-homogeneous against mixed batches
+
+Per cell: PSNR (median over batches of the per-batch mean over matched inputs; for
+layers > 1 the features' relative error instead), fraction of inputs recovered exactly
+(relative error < 1e-3), fraction of inputs above 40 dB, fraction of batches complete and
+certified, noise level, graded violation rate and seconds per batch. A batch the attack
+does not complete within the time limit scores nothing (no partial guess).
+
+    python bench/bench_robust.py --quick
+    python bench/bench_robust.py --datasets tiny-imagenet --batches 2 \\
+        --json bench/results/robust_tiny-imagenet.json --plot bench/results/robust_psnr_sigma.png
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATASET_FOLDERS, machine, write_json  # noqa: E402
+
+import spear  # noqa: E402
+from spear import metrics  # noqa: E402
+from spear.data import load_dataset  # noqa: E402
+from spear.fl import ClientConfig, client_update, layer_input, layer_payload, make_fcnn  # noqa: E402
+
+SECTIONS = ("dp", "fedavg", "layers", "homogeneous")
+SIGMAS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
+CLIPS = (1.0, 10.0)
+EPOCHS = (1, 2, 5, 10)
+MINI_DIVISORS = (1, 2, 4)
+LRS = (0.1, 0.01, 0.001)
+GOOD_DB = 40.0
+
+
+def cells(section: str, b: int, quick: bool):
+    """(label, client config, layer, label_homogeneous) for each cell of a section."""
+    if section == "dp":
+        for clip in CLIPS[:1] if quick else CLIPS:
+            for sigma in (0.0, 1e-4) if quick else SIGMAS:
+                yield {"clip": clip, "sigma": sigma}, ClientConfig(dp_clip=clip, dp_sigma=sigma), 0, False
+    elif section == "fedavg":
+        grid = [(5, 4, 0.01)] if quick else [(e, d, lr) for e in EPOCHS for d in MINI_DIVISORS for lr in LRS]
+        for epochs, div, lr in grid:
+            mini = max(1, b // div)
+            yield ({"epochs": epochs, "mini_batch": mini, "lr": lr},
+                   ClientConfig(protocol="fedavg", epochs=epochs, mini_batch=mini, lr=lr), 0, False)
+    elif section == "layers":
+        for layer in (1, 3) if quick else (1, 2, 3, 4, 5):
+            yield {"layer": layer}, ClientConfig(), layer - 1, False
+    elif section == "homogeneous":
+        for homogeneous in (False, True):
+            yield {"label_homogeneous": homogeneous}, ClientConfig(), 0, homogeneous
+    else:
+        raise ValueError(f"unknown section {section!r}; known: {', '.join(SECTIONS)}")
+
+
+def attack_batch(ds, model, x_np, y_np, config, layer, time_limit, seed):
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    update = client_update(model, x, y, config)
+    p = layer_payload(model, update, layer)
+    truth = layer_input(model, x, layer).detach().double().numpy()
+    t0 = time.perf_counter()
+    rec = spear.reconstruct(p.grad_weight, p.grad_bias, len(x_np), weight=p.weight, bias=p.bias,
+                            time_limit=time_limit, seed=seed)
+    seconds = time.perf_counter() - t0
+    row = {"complete": rec.complete, "certified": bool(rec.certified), "seconds": seconds,
+           "noise_level": rec.noise_level,
+           "violation_rate": None if rec.certificate is None else rec.certificate.violation_rate,
+           "psnr": None, "good_fraction": 0.0, "recovered_fraction": 0.0, "rel_err_median": None}
+    if rec.inputs is None:
+        return row
+    if layer == 0:
+        s = metrics.image_metrics(ds.to_pixels(rec.inputs), ds.to_pixels(truth), data_range=1.0)
+        row.update(psnr=s["psnr_mean"], good_fraction=float(np.mean(s["psnr"] >= GOOD_DB)))
+    else:
+        s = metrics.feature_metrics(rec.inputs, truth)
+    row.update(recovered_fraction=s["recovered_fraction"],
+               rel_err_median=float(np.nanmedian(s["rel_err"])))
+    return row
+
+
+def summarize(rows):
+    def med(key):
+        vals = [r[key] for r in rows if r[key] is not None]
+        return float(np.median(vals)) if vals else None
+
+    return {"batches": len(rows), "psnr": med("psnr"), "rel_err_median": med("rel_err_median"),
+            "recovered_fraction": med("recovered_fraction"), "good_fraction": med("good_fraction"),
+            "complete_fraction": float(np.mean([r["complete"] for r in rows])),
+            "certified_fraction": float(np.mean([r["certified"] for r in rows])),
+            "noise_level": med("noise_level"), "violation_rate": med("violation_rate"),
+            "seconds_per_batch": med("seconds"), "per_batch": rows}
+
+
+def run(dataset, root, sections, b, width, depth, batches, time_limit, quick, seed=0):
+    from tqdm.auto import tqdm
+
+    ds = load_dataset(dataset, root)
+    model = make_fcnn(ds.input_dim, ds.num_classes, width=width, depth=depth, seed=seed)
+    todo = [(sec, *cell) for sec in sections for cell in cells(sec, b, quick)]
+    records = []
+    for section, setting, config, layer, homogeneous in tqdm(todo, desc=dataset, unit="cell"):
+        rows = []
+        for i in range(batches):
+            x_np, y_np, _ = ds.sample_batch(b, seed=seed * 100_003 + i, label_homogeneous=homogeneous)
+            cfg = ClientConfig(**{**config.__dict__, "seed": seed + i})
+            rows.append(attack_batch(ds, model, x_np, y_np, cfg, layer, time_limit, seed + i))
+        records.append({"dataset": dataset, "section": section, "setting": setting, "b": b,
+                        "width": width, "depth": depth, "time_limit": time_limit, **summarize(rows)})
+    return records
+
+
+def _fmt(v, spec=".1f", none="-"):
+    return none if v is None else format(v, spec)
+
+
+def tables(records) -> str:
+    """Markdown tables, one per dataset and section."""
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        for section in SECTIONS:
+            rows = [r for r in records if r["dataset"] == dataset and r["section"] == section]
+            if not rows:
+                continue
+            keys = list(rows[0]["setting"])
+            metric = "feature rel. error" if section == "layers" else "PSNR dB"
+            out.append(f"\n{dataset}, {section} (b = {rows[0]['b']}, {rows[0]['batches']} batches, "
+                       f"{rows[0]['time_limit']:g} s limit)\n")
+            out.append("| " + " | ".join(keys + [metric, "recovered", f">= {GOOD_DB:g} dB", "complete",
+                                                 "certified", "noise level", "violation rate", "s / batch"]) + " |")
+            out.append("|" + " --- |" * (len(keys) + 8))
+            for r in rows:
+                m = _fmt(r["rel_err_median"], ".1e") if section == "layers" else _fmt(r["psnr"])
+                good = "-" if section == "layers" else _fmt(r["good_fraction"], ".2f")
+                out.append("| " + " | ".join([str(r["setting"][k]) for k in keys] + [
+                    m, _fmt(r["recovered_fraction"], ".2f"), good, _fmt(r["complete_fraction"], ".2f"),
+                    _fmt(r["certified_fraction"], ".2f"), _fmt(r["noise_level"], ".1e"),
+                    _fmt(r["violation_rate"], ".3f"), _fmt(r["seconds_per_batch"], ".1f")]) + " |")
+    return "\n".join(out)
+
+
+def plot(records, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    floor = 5.0                           # where a failed cell is drawn
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        for clip in CLIPS:
+            rows = [r for r in records if r["dataset"] == dataset and r["section"] == "dp"
+                    and r["setting"]["clip"] == clip]
+            if not rows:
+                continue
+            xs = [max(r["setting"]["sigma"], 1e-6) for r in rows]
+            ys = [r["psnr"] if r["psnr"] is not None else floor for r in rows]
+            ax.plot(xs, ys, marker="o", label=f"{dataset}, C = {clip:g}")
+    ax.axhline(floor, color="grey", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("DP noise sigma (0 drawn at 1e-6)")
+    ax.set_ylabel("PSNR dB (failed: 5)")
+    ax.set_title("SPEAR under DP-SGD noise")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="tiny-imagenet,mnist")
+    p.add_argument("--data", default=os.environ.get("SPEAR_DATASETS",
+                                                    str(Path(__file__).resolve().parents[2] / "shared" / "datasets")))
+    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--width", type=int, default=200)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--batches", type=int, default=2)
+    p.add_argument("--time-limit", type=float, default=30.0, help="seconds per batch")
+    p.add_argument("--quick", action="store_true",
+                   help="a few cells of each section, 1 batch, b = 8, digits if no datasets folder")
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None, help="PNG of PSNR against sigma")
+    p.add_argument("--markdown", default=None, help="write the tables here too")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    if a.quick:
+        a.batches, a.batch_size, a.time_limit = 1, 8, 20.0
+    sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    for s in sections:
+        if s not in SECTIONS:
+            p.error(f"unknown section {s!r}; known: {', '.join(SECTIONS)}")
+    records = []
+    for dataset in a.datasets.split(","):
+        folder = DATASET_FOLDERS[dataset]
+        root = None if folder is None else str(Path(a.data) / folder)
+        if root is not None and not Path(root).is_dir():
+            print(f"skipping {dataset}: {root} not found")
+            if a.quick and not records and dataset == a.datasets.split(",")[-1]:
+                dataset, root = "digits", None
+            else:
+                continue
+        records += run(dataset, root, sections, a.batch_size, a.width, a.depth, a.batches,
+                       a.time_limit, a.quick)
+    text = tables(records)
+    print(text)
+    if a.json:
+        write_json(records, a.json, machine())
+    if a.markdown:
+        Path(a.markdown).write_text(text + "\n")
+    if a.plot:
+        plot(records, a.plot)
+
+
+if __name__ == "__main__":
+    main()
