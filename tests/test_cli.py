@@ -138,3 +138,49 @@ def test_attack_on_real_data(tmp_path, datasets_root, dataset, sub, extra):
         assert (out / "batch_000_rows.csv").exists()
     else:
         assert s["psnr_mean"] > 80
+
+
+def test_inverting_gradients_method_writes_outputs(tmp_path):
+    out = tmp_path / "ig"
+    assert main(["attack", "--dataset", "digits", "--batch-size", "2", "--depth", "3", "--width", "32",
+                 "--method", "inverting-gradients", "--ig-iterations", "30", "--out", str(out)]) == 0
+    s = _summary(out)
+    assert s["config"]["method"] == "inverting-gradients" and s["config"]["search"] == "auto"
+    row = s["per_batch"][0]
+    assert row["method"] == "inverting-gradients" and row["complete"] is False and row["certified"] is None
+    assert row["optimization_loss"] is not None and s["psnr_mean"] is not None
+    assert (out / "batch_000.png").exists()
+
+
+def test_search_flag_is_spears_direction_source(tmp_path):
+    out = tmp_path / "s"
+    assert main(["attack", "--dataset", "digits", "--batch-size", "4", "--depth", "3", "--search", "sample",
+                 "--out", str(out)]) == 0
+    s = _summary(out)
+    assert s["config"]["search"] == "sample" and s["config"]["method"] == "spear"
+    assert s["recovered_fraction"] == 1.0
+
+
+def test_hybrid_falls_back_to_gradient_matching_from_partial_directions(tmp_path):
+    out = tmp_path / "h"
+    assert main(["attack", "--dataset", "digits", "--batch-size", "6", "--depth", "3", "--method", "hybrid",
+                 "--search", "sample", "--max-samples", "0", "--ig-iterations", "30", "--out", str(out)]) == 0
+    row = _summary(out)["per_batch"][0]
+    assert row["complete"] is False and row["optimization_loss"] is not None and row["psnr_mean"] is not None
+
+
+def test_hybrid_needs_the_first_fcnn_layer(tmp_path, capsys):
+    assert main(["attack", "--dataset", "digits", "--method", "hybrid", "--layer", "1",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "hybrid" in capsys.readouterr().err
+
+
+def test_cnn_path_recovers_features_exactly_then_images(tmp_path):
+    out = tmp_path / "vgg"
+    assert main(["attack", "--dataset", "digits", "--model", "vgg", "--batch-size", "4", "--depth", "3",
+                 "--feature-iterations", "30", "--refine-iterations", "10", "--out", str(out)]) == 0
+    s = _summary(out)
+    row = s["per_batch"][0]
+    assert s["config"]["model"] == "vgg" and row["certified"] is True
+    assert row["feature_recovered_fraction"] == 1.0 and row["feature_rel_err_max"] < 1e-3
+    assert row["psnr_mean"] is not None and (out / "batch_000.png").exists()

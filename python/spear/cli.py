@@ -33,8 +33,20 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
     a("--label-homogeneous", action="store_true", help="draw each batch from a single class")
     a("--max-samples", type=int, default=None, help="sampling budget per batch")
     a("--time-limit", type=float, default=300.0, help="seconds per batch before giving up")
-    a("--method", choices=("auto", "sample", "dictionary"), default="auto",
-      help="where directions come from: the sampler, sparse dictionary recovery, or both")
+    a("--search", choices=("auto", "sample", "dictionary"), default="auto",
+      help="where SPEAR's directions come from: the sampler, sparse dictionary recovery, or both")
+    a("--method", choices=("spear", "inverting-gradients", "hybrid"), default="spear",
+      help="spear: exact recovery; inverting-gradients: the optimization baseline (Geiping et al. "
+           "2020); hybrid: SPEAR, then gradient matching from its partial result if it runs out of time")
+    a("--model", choices=("fcnn", "vgg"), default="fcnn",
+      help="fcnn: fully connected ReLU network; vgg: small VGG-style CNN (images; --width, --depth "
+           "describe its linear head; SPEAR recovers the head's input features, then images)")
+    a("--ig-iterations", type=int, default=2000, help="gradient-matching steps (paper: 24000)")
+    a("--ig-restarts", type=int, default=1, help="gradient-matching random restarts")
+    a("--ig-tv", type=float, default=0.1, help="total-variation weight of the gradient matching")
+    a("--feature-iterations", type=int, default=1000, help="CNN path: feature-inversion steps")
+    a("--refine-iterations", type=int, default=0,
+      help="CNN path: gradient-matching steps started from the feature inversion (0: none)")
     a("--out", default=None, help="output folder (default: a new spear-out-<time> folder)")
 
 
@@ -80,7 +92,9 @@ def _attack_config(args):
         dp_sigma=args.dp_sigma, batches=args.batches, device=args.device, seed=args.seed,
         normalize=not args.raw_pixels, image_size=args.image_size,
         label_homogeneous=args.label_homogeneous, max_samples=args.max_samples,
-        time_limit=args.time_limit, method=args.method)
+        time_limit=args.time_limit, search=args.search, method=args.method, model=args.model,
+        ig_iterations=args.ig_iterations, ig_restarts=args.ig_restarts, ig_tv=args.ig_tv,
+        feature_iterations=args.feature_iterations, refine_iterations=args.refine_iterations)
 
 
 def _run(config, out: str | None, *, prefix: str, progress: bool) -> int:
@@ -96,12 +110,12 @@ def _run(config, out: str | None, *, prefix: str, progress: bool) -> int:
     out_dir = Path(out) if out else Path(f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    bar = tqdm(range(config.batches), desc=f"attacking {config.dataset} b={config.batch_size}",
+    bar = tqdm(range(config.batches), desc=f"{config.method} on {config.dataset} b={config.batch_size}",
                unit="batch", disable=not progress)
     for i in bar:
         r = exp.run_batch(i, progress=progress)
         rows.append(batch_row(r))
-        bar.set_postfix(recovered=f"{rows[-1]['recovered_fraction']:.2f}", certified=str(r.reconstruction.certified))
+        bar.set_postfix(recovered=f"{rows[-1]['recovered_fraction']:.2f}", certified=str(rows[-1]["certified"]))
         _pictures(exp, r, out_dir)
     backend = rows[0]["backend"] if rows else None
     summary = summarize(config, rows, {
@@ -120,13 +134,13 @@ def _pictures(exp, r, out_dir: Path) -> None:
     from . import metrics, report
 
     ds = exp.dataset
-    if exp.config.layer == 0 and ds.kind == "image":
+    if r.truth_view is not None and ds.kind == "image":
         order = r.scores.get("permutation")
         report.image_grid(r.recon_view, r.truth_view, out_dir / f"batch_{r.index:03d}.png",
                           order=order)
-    elif exp.config.layer == 0 and ds.kind == "tabular":
+    elif r.truth_view is not None and ds.kind == "tabular":
         report.write_table(r.recon_view, r.truth_view, out_dir / f"batch_{r.index:03d}_rows.csv")
-    elif r.reconstruction.inputs is not None:   # deeper layer: features, matched, as numbers
+    elif r.reconstruction is not None and r.reconstruction.inputs is not None:   # deeper layer: features, matched, as numbers
         perm = metrics.match(r.reconstruction.inputs, r.truth)
         np_rows = [{"input": i, "matched": int(j), "rel_err": float(e)}
                    for i, (j, e) in enumerate(zip(perm, r.scores.get("rel_err", [])))]
@@ -143,6 +157,7 @@ def _device_name(backend: str | None) -> str:
 
 def _print_summary(s: dict, out_dir: Path) -> None:
     psnr = "n/a" if s["psnr_mean"] is None else f"{s['psnr_mean']:.1f} dB"
+    print(f"method            {s['config']['method']} ({s['config']['model']})")
     print(f"batch size        {s['batch_size']}")
     print(f"batches           {s['batches']}")
     print(f"recovered         {100 * (s['recovered_fraction'] or 0):.1f}% of inputs (median over batches)")

@@ -90,7 +90,7 @@ def span_inverting_gradients(
     fac = factorize(np, gW64, b, np.dtype(str(gW.dtype).replace("torch.", "")))
     s = fac.singular_values[:b]
     V = fac.R / np.sqrt(s)[:, None]                                   # (b, n) orthonormal rows
-    q = np.zeros((b, 0)) if directions is None else np.asarray(directions, np.float64)
+    q = np.zeros((b, 0)) if directions is None or np.size(directions) == 0 else np.asarray(directions, np.float64)
     if q.ndim != 2 or q.shape[0] != b or q.shape[1] > b or not np.isfinite(q).all():
         raise ValueError(f"directions must be a finite (b={b}) x k array with k <= b, got shape {q.shape}")
     k = q.shape[1]
