@@ -60,7 +60,7 @@ def test_dp_noise_degrades_gracefully(sigma, max_err):
     rec, truth, _ = _client_attack(ClientConfig(dp_clip=1.0, dp_sigma=sigma))
     # Approximate, so never certified; but complete, consistent and close.
     assert rec.complete and rec.certified is False
-    assert rec.certificate.consistent and rec.certificate.violation_rate <= 0.05
+    assert rec.certificate.consistent and rec.certificate.violation_rate <= 0.02
     assert rec.noise_level > 1e-4 and rec.stats["noisy"]
     err = matched_relative_errors(rec.inputs, truth)
     assert np.median(err) < max_err, err
@@ -80,7 +80,7 @@ def test_fedavg_is_recovered_and_graded_not_certified():
     rec, truth, p = _client_attack(config)
     assert rec.complete
     assert matched_relative_errors(rec.inputs, truth).max() < 1e-3
-    assert rec.certificate.violation_rate <= 0.05
+    assert rec.certificate.consistent
     # The graded check tells the true batch from a tampered one.
     wrong = rec.inputs.copy()
     wrong[0] = wrong[0] + wrong[1]

@@ -27,7 +27,7 @@ class Certificate:
     bias_residual: float = 0.0       # ||dZ' 1 - gb|| / ||gb|| (verify only)
     #: Graded verdict for noisy updates: the largest fraction of a column's judged entries
     #: that violate the sign rule. A wrong direction scores ~0.5, the true batch under DP
-    #: noise or FedAvg drift a few in a thousand.
+    #: noise a few in a thousand, under FedAvg drift up to ~0.08.
     violation_rate: float = 0.0
     consistent: bool = False         # violation_rate <= MAX_VIOLATION_RATE
     column_rates: np.ndarray | None = None   # the graded rate of each column
@@ -44,7 +44,10 @@ class Certificate:
 #: at sigma = 1e-4 near 4e-2, where nothing can be certified.
 MAX_JUDGED_REL = 0.1
 #: Largest per-column violation rate of a set still called consistent (graded verdict).
-MAX_VIOLATION_RATE = 0.05
+#: Measured on TinyImageNet, b = 20: the true batch under FedAvg (E = 5, b/4, lr 0.01;
+#: the update is judged with the server's pre-training weights) reaches 0.076, a set
+#: with one column replaced by a mixture of two 0.25 to 0.38.
+MAX_VIOLATION_RATE = 0.15
 #: Entries of dZ within this many noise standard deviations of zero are not judged.
 NOISE_SIGMAS = 3.0
 

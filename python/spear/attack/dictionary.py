@@ -124,13 +124,14 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
         # Continuation: lam = 0.5 converges fast but its bias moves some correlated
         # columns off their fixed points; lam = 0.25 puts them back. b = 100, m = 2000,
         # 800 starts: 89 columns attracted after 300 steps at 0.25, 95 after 100 + 100.
-        P = adm(xp, U, P, adm_iters, 0.5 / np.sqrt(m))
-    P = adm(xp, U, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m))
+        P = adm(xp, U, P, adm_iters, 0.5 / np.sqrt(m), deadline=deadline)
+    P = adm(xp, U, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m),
+            deadline=deadline)
     if comp is not None and adm_lam is None:
         # Columns the first rounds missed are often not even fixed points at lam = 0.25
         # (the soft-threshold bias pulls them into a mixture with correlated neighbours);
         # at lam = 0.1 they are. Continue there (slower, so only for steered rounds).
-        P = adm(xp, U, P, adm_iters, 0.1 / np.sqrt(m))
+        P = adm(xp, U, P, adm_iters, 0.1 / np.sqrt(m), deadline=deadline)
     P = _distinct_columns(xp, P, _MERGE_COS)
     if known_q is not None and P.shape[1]:
         Pk = Ro @ known_q.T
@@ -176,13 +177,15 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
 
 # ----------------------------------------------------------------------------- steps
 
-def adm(xp, U, P, iters: int, lam: float | None = None):
+def adm(xp, U, P, iters: int, lam: float | None = None, deadline: float | None = None):
     """Batched alternating directions for min ||U p||_1 on the sphere (one column per start):
     X = soft_threshold(U P, lam), P = normalize(U^T X). lam = 0.25 / sqrt(m) (a unit vector
     spread over m rows has entries ~ 1/sqrt(m))."""
     m = U.shape[0]
     lam = 0.25 / np.sqrt(m) if lam is None else lam
-    for _ in range(iters):
+    for it in range(iters):
+        if deadline is not None and it % 10 == 0 and time.perf_counter() > deadline:
+            break
         X = U @ P
         X = xp.sign(X) * xp.maximum(xp.abs(X) - lam, 0.0)
         Pn = U.T @ X
