@@ -43,7 +43,7 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
            "describe its linear head; SPEAR recovers the head's input features, then images)")
     a("--ig-iterations", type=int, default=2000, help="gradient-matching steps (paper: 24000)")
     a("--ig-restarts", type=int, default=1, help="gradient-matching random restarts")
-    a("--ig-tv", type=float, default=0.1, help="total-variation weight of the gradient matching")
+    a("--ig-tv", type=float, default=1e-4, help="total-variation weight of the gradient matching")
     a("--feature-iterations", type=int, default=1000, help="CNN path: feature-inversion steps")
     a("--refine-iterations", type=int, default=0,
       help="CNN path: gradient-matching steps started from the feature inversion (0: none)")

@@ -58,12 +58,13 @@ class AttackConfig:
     ig_iterations: int = 2000          # Inverting Gradients (also the hybrid's optimization)
     ig_restarts: int = 1
     ig_lr: float = 0.1
-    ig_tv: float = 0.1
+    ig_tv: float = 1e-4
     feature_iterations: int = 1000     # CNN path: feature inversion steps
     refine_iterations: int = 0         # CNN path: gradient-matching steps after feature inversion
 
-    def ig(self, iterations: int | None = None) -> IGConfig:
-        return IGConfig(iterations=self.ig_iterations if iterations is None else iterations, lr=self.ig_lr,
+    def ig(self, iterations: int | None = None, lr: float | None = None) -> IGConfig:
+        return IGConfig(iterations=self.ig_iterations if iterations is None else iterations,
+                        lr=self.ig_lr if lr is None else lr,
                         tv_weight=self.ig_tv, restarts=self.ig_restarts, seed=self.seed,
                         device="cuda" if self.device == "cuda" else "auto" if self.device == "auto" else "cpu")
 
@@ -183,7 +184,9 @@ class Experiment:
         inv.stats["feature_inversion_loss"] = inv.loss
         if c.refine_iterations > 0:
             refined = inverting_gradients(self.model, update, labels, (ds.input_dim,),
-                                          config=c.ig(c.refine_iterations), image_shape=self._image_shape(),
+                                          # It starts close: a tenth of the step size.
+                                          config=c.ig(c.refine_iterations, c.ig_lr / 10),
+                                          image_shape=self._image_shape(),
                                           bounds=self._bounds(), init=inv.inputs.astype(np.float32),
                                           progress=progress)
             refined.stats.update(inv.stats, refined_from_loss=inv.loss, seconds_feature_inversion=inv.seconds)

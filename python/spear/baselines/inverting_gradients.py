@@ -11,7 +11,7 @@ and TV is the anisotropic total variation (mean |dx| + mean |dy|) of each image.
 the reference implementation: Adam with step size 0.1, signed gradients, a step schedule
 dividing the step by 10 at 3/8, 5/8 and 7/8 of the iterations, inputs clamped to the
 valid pixel box after every step, several restarts from Gaussian noise, the restart with
-the lowest final loss kept. The reference runs 24,000 iterations on ImageNet; the
+the lowest final loss kept (and within a restart the iterate with the lowest loss). The reference runs 24,000 iterations on ImageNet; the
 default here is smaller so that CPU runs finish (see :class:`IGConfig`).
 
 Usable on any ``nn.Module`` whose forward takes a batch ``(b, *input_shape)`` and returns
@@ -36,7 +36,10 @@ class IGConfig:
 
     iterations: Adam steps per restart (the paper: 24,000 on ImageNet).
     lr: Adam step size; with ``signed`` gradients it is close to a per-pixel step.
-    tv_weight: weight of the total-variation prior (the reference ImageNet setting: 0.1).
+    tv_weight: weight of the total-variation prior. The reference ImageNet setting (0.1,
+        for trained ResNets) over-smooths on the random networks here: on TinyImageNet,
+        b = 8, a 6-layer FCNN, 300 iterations, 0.1 / 0.01 / 1e-4 gave 20.3 / 27.2 /
+        27.7 dB, so the default is 1e-4 (the value used for CIFAR-sized inputs).
     restarts: independent random starts; the one with the lowest final loss is kept.
     signed: replace the gradient by its sign before the Adam step.
     lr_decay: divide the step by 10 at 3/8, 5/8 and 7/8 of the iterations.
@@ -47,7 +50,7 @@ class IGConfig:
 
     iterations: int = 2000
     lr: float = 0.1
-    tv_weight: float = 0.1
+    tv_weight: float = 1e-4
     restarts: int = 1
     signed: bool = True
     lr_decay: bool = True
