@@ -44,6 +44,39 @@ def image_grid(recon: np.ndarray | None, truth: np.ndarray, path: str | Path, *,
     return path
 
 
+def comparison_grid(truth: np.ndarray, rows: Sequence[tuple[str, np.ndarray | None, np.ndarray | None]],
+                    path: str | Path, *, max_columns: int = 20, cell: int = 64, gap: int = 2) -> Path:
+    """PNG with the originals on top and one row per method below, column by column.
+
+    truth: (k, C, H, W) pixels in [0, 1]; rows: (label, recon (k', C, H, W) or None,
+    order) where ``order[i]`` is the recon matched to truth i (-1 or None recon: grey).
+    Blocks of ``max_columns`` inputs are stacked when the batch is wider.
+    """
+    k, C, H, W = truth.shape
+    scale = max(1, cell // max(H, W)) if max(H, W) < cell else 1
+    h, w = H * scale, W * scale
+    cols = min(k, max_columns)
+    blocks = math.ceil(k / cols)
+    label_w = 130
+    per_block = (1 + len(rows)) * (h + gap) + 2 * gap
+    img = Image.new("RGB", (label_w + cols * (w + gap) + gap, blocks * per_block + gap), "white")
+    draw = ImageDraw.Draw(img)
+    all_rows = [("original", truth, None), *rows]
+    for i in range(k):
+        bx, by = i % cols, i // cols
+        x0 = label_w + gap + bx * (w + gap)
+        for r, (label, recon, order) in enumerate(all_rows):
+            y0 = gap + by * per_block + r * (h + gap)
+            j = i if order is None else int(order[i])
+            tile = None if recon is None or j < 0 or j >= len(recon) else recon[j]
+            img.paste(_tile(tile, (C, H, W), scale), (x0, y0))
+            if bx == 0:
+                draw.text((4, y0 + h // 2 - 5), label, fill="black")
+    path = Path(path)
+    img.save(path)
+    return path
+
+
 def _tile(x: np.ndarray | None, shape: Sequence[int], scale: int) -> Image.Image:
     C, H, W = shape
     if x is None:
