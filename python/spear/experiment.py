@@ -189,7 +189,12 @@ class Experiment:
                                           image_shape=self._image_shape(),
                                           bounds=self._bounds(), init=inv.inputs.astype(np.float32),
                                           progress=progress)
-            refined.stats.update(inv.stats, refined_from_loss=inv.loss, seconds_feature_inversion=inv.seconds)
+            refined.stats.update(inv.stats, refined_from_loss=inv.loss, seconds_feature_inversion=inv.seconds,
+                                 feature_rel_err_before_refine=inv.stats["feature_rel_err"])
+            phi = feature_extractor(self.model, c.layer)
+            with torch.no_grad():
+                f = phi(torch.as_tensor(refined.inputs, dtype=torch.float32)).double().numpy()
+            refined.stats["feature_rel_err"] = float(np.linalg.norm(f - rec.inputs) / np.linalg.norm(rec.inputs))
             inv = refined
         return inv
 
@@ -268,6 +273,8 @@ def batch_row(r: BatchResult) -> dict[str, Any]:
         "optimization_loss": inv.loss if inv is not None else None,
         "feature_recovered_fraction": _num(s.get("feature_recovered_fraction")),
         "feature_rel_err_max": _num(s.get("feature_rel_err_max")),
+        # How well the images found reproduce the recovered features (CNN path).
+        "feature_inversion_rel_err": _num(inv.stats.get("feature_rel_err")) if inv is not None else None,
         "seconds": round(r.seconds, 4),
     }
 
