@@ -28,3 +28,38 @@ def test_bench_kernel_writes_valid_records(tmp_path):
     for r in (r for r in records if r["backend"] == "cpu"):
         assert r["ratio_vs_baseline"] == pytest.approx(r["samples_per_s"] / base["samples_per_s"])
     assert (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_bench_robust_tables_and_plot(tmp_path):
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_robust.py"), "--datasets", "digits",
+                    "--sections", "dp,layers", "--batch-size", "6", "--batches", "1",
+                    "--time-limit", "3", "--json", str(out), "--plot", str(tmp_path / "r.png"),
+                    "--markdown", str(tmp_path / "r.md")],
+                   check=True, capture_output=True, timeout=600)
+    records = json.loads(out.read_text())
+    dp = {(r["setting"]["clip"], r["setting"]["sigma"]): r for r in records if r["section"] == "dp"}
+    assert len(dp) == 10 and {r["section"] for r in records} == {"dp", "layers"}
+    clean, noisy = dp[(1.0, 0.0)], dp[(1.0, 1e-5)]
+    assert clean["certified_fraction"] == 1 and clean["psnr"] > 100
+    assert noisy["certified_fraction"] == 0 and noisy["noise_level"] > 10 * clean["noise_level"]
+    if noisy["psnr"] is not None:
+        assert noisy["psnr"] < clean["psnr"]
+    layers = [r for r in records if r["section"] == "layers"]
+    assert [r["setting"]["layer"] for r in layers] == [1, 2, 3, 4, 5]
+    assert all(r["rel_err_median"] is not None for r in layers if r["complete_fraction"] == 1)
+    assert "| clip | sigma | PSNR dB" in (tmp_path / "r.md").read_text()
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_bench_large_batch_skips_after_a_failure(tmp_path):
+    out = tmp_path / "l.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_large_batch.py"), "--bs", "4,40,50",
+                    "--ms", "60", "--kinds", "zero-mean", "--dtypes", "float64", "--methods",
+                    "sample", "--batches", "1", "--time-limit", "2", "--json", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    records = {r["b"]: r for r in json.loads(out.read_text())}
+    assert records[4]["complete_fraction"] == 1 and not records[4]["skipped"]
+    assert records[40]["complete_fraction"] == 0 and not records[40]["skipped"]
+    assert records[50]["skipped"] and records[50]["per_batch"] == []
+    assert (tmp_path / "l_sample_zero-mean_float64.png").stat().st_size > 1000
