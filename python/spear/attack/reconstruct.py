@@ -314,6 +314,8 @@ class _Search:
                 for cand in spares:
                     if cand in chosen:
                         continue
+                    if self.deadline is not None and time.perf_counter() > self.deadline:
+                        break
                     trial = greedy_independent(pool.q, np.array([cand]), self.b, fixed=rest)
                     if len(trial) < self.b:
                         continue
@@ -347,7 +349,7 @@ def _dictionary_round(pool, L, thresh, min_zeros, seed, state, t_start, time_lim
     q = dictionary_proposals(L, thresh=thresh, min_zeros=min_zeros, seed=seed, known=known,
                              xp=np, time_limit=left, num_starts=starts)
     before = state.found
-    pool.add(np.asarray(q))
+    pool.add(np.asarray(q), deadline=state.deadline)
     result = state.try_select(pool)
     return state.found - before, result
 

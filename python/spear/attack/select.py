@@ -6,6 +6,8 @@ smaller. Hence: sparsest first, and a mixture is dependent on the true columns i
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 #: |cos| above 1 - DUPLICATE_COS_GAP counts as the same direction.
@@ -59,9 +61,11 @@ class CandidatePool:
     def __len__(self) -> int:
         return len(self.q)
 
-    def add(self, q: np.ndarray, zeros: np.ndarray | None = None) -> int:
+    def add(self, q: np.ndarray, zeros: np.ndarray | None = None,
+            deadline: float | None = None) -> int:
         """Merge new raw candidates (k x b) with the kernel's zero counts; returns how many
-        new distinct directions."""
+        new distinct directions. Past ``deadline`` (perf_counter seconds) the rest of the
+        candidates are dropped: they come sparsest first, so the best are in."""
         if len(q) == 0:
             return 0
         q = np.asarray(q, dtype=np.float64)
@@ -87,6 +91,8 @@ class CandidatePool:
         keep = np.lexsort((-counts, -raw_zeros))[: self.per_chunk]
         before = len(self)
         for i, hits in zip(first[keep], counts[keep]):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             p = polish(self.L, self.thresh, q[i])
             p = polish(self.L, self.thresh_tight, p, rounds=3)
             zero = np.abs(self.L @ p) <= self.thresh_tight
