@@ -96,6 +96,9 @@ def _record(cfg, rows, dataset, image_size, width, depth, b, batches, time_limit
                       ig_tv=cfg.ig_tv, max_samples=cfg.max_samples)
     if cfg.model == "vgg":
         record.update(channels=list(cfg.channels), feature_iterations=cfg.feature_iterations,
+                      feature_tv=cfg.feature_tv,
+                      feature_inversion_rel_err=med("feature_inversion_rel_err"),
+                      psnr_before_refine=med("psnr_before_refine"), ssim_before_refine=med("ssim_before_refine"),
                       refine_iterations=cfg.refine_iterations,
                       feature_recovered_fraction=med("feature_recovered_fraction"),
                       feature_rel_err_max=med("feature_rel_err_max"))
@@ -128,6 +131,8 @@ def main():
     p.add_argument("--ig-restarts", type=int, default=1)
     p.add_argument("--ig-tv", type=float, default=1e-4)
     p.add_argument("--feature-iterations", type=int, default=1000)
+    p.add_argument("--feature-tv", type=float, default=1e-2)
+    p.add_argument("--channels", default="16,32", help="vgg conv channels")
     p.add_argument("--refine-iterations", type=int, default=0)
     p.add_argument("--grids", default=None, help="folder for PNG grids: originals above each method's row")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -157,7 +162,8 @@ def main():
                     dp_clip=a.dp_clip, dp_sigma=a.dp_sigma, methods=methods, grids=a.grids,
                     model=a.model, search=a.search, max_samples=a.max_samples,
                     ig_iterations=a.ig_iterations, ig_restarts=a.ig_restarts, ig_tv=a.ig_tv,
-                    feature_iterations=a.feature_iterations, refine_iterations=a.refine_iterations))
+                    feature_iterations=a.feature_iterations, refine_iterations=a.refine_iterations,
+                    feature_tv=a.feature_tv, channels=tuple(int(c) for c in a.channels.split(","))))
     if a.json:
         write_json(records, a.json, machine())
     print(f"\n{'dataset':>13} {'method':>19} {'m':>5} {'b':>3} {'recovered':>9} {'PSNR':>7} {'SSIM':>6} "

@@ -184,3 +184,10 @@ def test_cnn_path_recovers_features_exactly_then_images(tmp_path):
     assert s["config"]["model"] == "vgg" and row["certified"] is True
     assert row["feature_recovered_fraction"] == 1.0 and row["feature_rel_err_max"] < 1e-3
     assert row["psnr_mean"] is not None and (out / "batch_000.png").exists()
+    assert row["psnr_before_refine"] is not None and row["feature_inversion_rel_err"] is not None
+
+
+def test_bad_channels_are_named(tmp_path, capsys):
+    assert main(["attack", "--dataset", "digits", "--model", "vgg", "--channels", "8,x",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--channels" in capsys.readouterr().err

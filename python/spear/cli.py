@@ -44,7 +44,9 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
     a("--ig-iterations", type=int, default=2000, help="gradient-matching steps (paper: 24000)")
     a("--ig-restarts", type=int, default=1, help="gradient-matching random restarts")
     a("--ig-tv", type=float, default=1e-4, help="total-variation weight of the gradient matching")
+    a("--channels", default="16,32", help="vgg: output channels of its conv blocks (each halves the size)")
     a("--feature-iterations", type=int, default=1000, help="CNN path: feature-inversion steps")
+    a("--feature-tv", type=float, default=1e-2, help="CNN path: total-variation weight of the feature inversion")
     a("--refine-iterations", type=int, default=0,
       help="CNN path: gradient-matching steps started from the feature inversion (0: none)")
     a("--out", default=None, help="output folder (default: a new spear-out-<time> folder)")
@@ -94,7 +96,18 @@ def _attack_config(args):
         label_homogeneous=args.label_homogeneous, max_samples=args.max_samples,
         time_limit=args.time_limit, search=args.search, method=args.method, model=args.model,
         ig_iterations=args.ig_iterations, ig_restarts=args.ig_restarts, ig_tv=args.ig_tv,
-        feature_iterations=args.feature_iterations, refine_iterations=args.refine_iterations)
+        feature_iterations=args.feature_iterations, refine_iterations=args.refine_iterations,
+        feature_tv=args.feature_tv, channels=_channels(args.channels))
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise ValueError(f"--channels must be a comma list of integers, got {text!r}") from None
+    if not channels or min(channels) < 1:
+        raise ValueError(f"--channels must be positive integers, got {text!r}")
+    return channels
 
 
 def _run(config, out: str | None, *, prefix: str, progress: bool) -> int:

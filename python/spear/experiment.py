@@ -60,6 +60,7 @@ class AttackConfig:
     ig_lr: float = 0.1
     ig_tv: float = 1e-4
     feature_iterations: int = 1000     # CNN path: feature inversion steps
+    feature_tv: float = 1e-2           # CNN path: TV weight of the feature inversion
     refine_iterations: int = 0         # CNN path: gradient-matching steps after feature inversion
 
     def ig(self, iterations: int | None = None, lr: float | None = None) -> IGConfig:
@@ -176,7 +177,7 @@ class Experiment:
         head_at = next(k for k, m in enumerate(self.model) if isinstance(m, torch.nn.Linear))
         labels, _ = infer_labels(self.model[head_at], self.model[head_at + 1:], rec.inputs,
                                  payload.grad_weight, ds.num_classes)
-        fcfg = IGConfig(iterations=c.feature_iterations, lr=FEATURE_DEFAULTS.lr, tv_weight=FEATURE_DEFAULTS.tv_weight,
+        fcfg = IGConfig(iterations=c.feature_iterations, lr=FEATURE_DEFAULTS.lr, tv_weight=c.feature_tv,
                         signed=False, seed=c.seed, device=c.ig().device)
         inv = feature_inversion(feature_extractor(self.model, c.layer), rec.inputs, (ds.input_dim,), config=fcfg,
                                 image_shape=self._image_shape(), bounds=self._bounds(), progress=progress)
@@ -190,7 +191,8 @@ class Experiment:
                                           bounds=self._bounds(), init=inv.inputs.astype(np.float32),
                                           progress=progress)
             refined.stats.update(inv.stats, refined_from_loss=inv.loss, seconds_feature_inversion=inv.seconds,
-                                 feature_rel_err_before_refine=inv.stats["feature_rel_err"])
+                                 feature_rel_err_before_refine=inv.stats["feature_rel_err"],
+                                 inputs_before_refine=inv.inputs)
             phi = feature_extractor(self.model, c.layer)
             with torch.no_grad():
                 f = phi(torch.as_tensor(refined.inputs, dtype=torch.float32)).double().numpy()
@@ -248,6 +250,10 @@ class Experiment:
             r.truth_view = ds.to_pixels(x_np.astype(np.float64))
             r.recon_view = np.clip(ds.to_pixels(inputs), 0.0, 1.0)
             r.scores = metrics.image_metrics(r.recon_view, r.truth_view, data_range=1.0)
+            before = r.inversion.stats.get("inputs_before_refine")
+            if before is not None:     # CNN path: the feature inversion alone, for comparison
+                m = metrics.image_metrics(np.clip(ds.to_pixels(before), 0.0, 1.0), r.truth_view, data_range=1.0)
+                feature_scores.update(psnr_before_refine=m["psnr_mean"], ssim_before_refine=m["ssim_mean"])
         r.scores.update(feature_scores)
 
 
@@ -275,6 +281,8 @@ def batch_row(r: BatchResult) -> dict[str, Any]:
         "feature_rel_err_max": _num(s.get("feature_rel_err_max")),
         # How well the images found reproduce the recovered features (CNN path).
         "feature_inversion_rel_err": _num(inv.stats.get("feature_rel_err")) if inv is not None else None,
+        "psnr_before_refine": _num(s.get("psnr_before_refine")),
+        "ssim_before_refine": _num(s.get("ssim_before_refine")),
         "seconds": round(r.seconds, 4),
     }
 

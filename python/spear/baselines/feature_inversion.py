@@ -27,7 +27,7 @@ from .inverting_gradients import (IGConfig, InversionResult, _bounds, optimize, 
                                   total_variation)
 
 #: Feature inversion is a plain least-squares fit: unsigned Adam converges further than signed.
-FEATURE_DEFAULTS = IGConfig(iterations=1000, lr=0.05, tv_weight=1e-3, signed=False)
+FEATURE_DEFAULTS = IGConfig(iterations=1000, lr=0.05, tv_weight=1e-2, signed=False)
 
 
 def _features_tensor(features, device, dtype) -> torch.Tensor:

@@ -16,7 +16,8 @@ A known direction belongs to a specific input, so its label must be paired with 
 every ``relabel_every`` iterations the labels are re-paired (Hungarian assignment) so
 that the output gradient the current estimate predicts for label y,
 ``J_j^T (softmax_j - e_y)``, points along the recovered ``L q_j`` (cosine, sign free).
-The pixel box is not enforced (it cannot be in this parameterization).
+The pixel box cannot be enforced by clamping in this parameterization; with ``bounds``
+it is a penalty, ``box_weight * mean(violation^2)``.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from torch import nn
 from torch.func import jacrev, vmap
 
 from ..attack.decompose import factorize
-from .inverting_gradients import (GradientMatching, IGConfig, InversionResult, check_labels,
+from .inverting_gradients import (GradientMatching, IGConfig, InversionResult, _bounds, check_labels,
                                   check_target_gradients, optimize, prepare_model, resolve_device)
 
 
@@ -58,6 +59,8 @@ def span_inverting_gradients(
     config: IGConfig | None = None,
     image_shape: Sequence[int] | None = None,
     relabel_every: int | None = None,
+    bounds: tuple | None = None,
+    box_weight: float = 1.0,
     progress: bool = False,
 ) -> InversionResult:
     """Gradient matching in the span of the first layer's gradient, from SPEAR's directions.
@@ -108,7 +111,25 @@ def span_inverting_gradients(
     def to_inputs(theta: torch.Tensor) -> torch.Tensor:
         return torch.einsum("ij,ijk->ik", theta, proj) @ Vt
 
-    objective = GradientMatching(work, target, y.to(device), tv_weight=config.tv_weight, image_shape=image_shape)
+    matching = GradientMatching(work, target, y.to(device), tv_weight=config.tv_weight, image_shape=image_shape)
+    box = _bounds(bounds, (b, n), device, dtype)
+
+    class Objective:      # the matching objective plus the box penalty; labels live on ``matching``
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            cost = matching(x)
+            if box is not None and box_weight > 0:
+                cost = cost + box_weight * (torch.relu(box[0] - x) + torch.relu(x - box[1])).pow(2).mean()
+            return cost
+
+        @property
+        def labels(self) -> torch.Tensor:
+            return matching.labels
+
+        @labels.setter
+        def labels(self, value: torch.Tensor) -> None:
+            matching.labels = value
+
+    objective = Objective()
     head = _double_copy(work[1:])
     W1 = work[0].weight.detach().cpu().double()
     b1 = work[0].bias.detach().cpu().double()
