@@ -25,15 +25,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_json  # noqa: E402
+from common import DATASET_FOLDERS, machine, write_json  # noqa: E402
 
 from spear import report  # noqa: E402
 from spear.experiment import AttackConfig, Experiment, batch_row  # noqa: E402
 
 LABELS = {"spear": "SPEAR", "inverting-gradients": "Inv. Gradients", "hybrid": "hybrid"}
-
-FOLDERS = {"mnist": "mnist", "tiny-imagenet": "tiny-imagenet-200", "imagenet": "imagenet-sample",
-           "adult": "adult", "digits": None}
 
 
 def run_one(dataset, root, b, width, batches, time_limit, depth=6, image_size=None, seed=0,
@@ -148,7 +145,7 @@ def main():
     methods = tuple(a.methods.split(","))
     records = []
     for dataset in a.datasets.split(","):
-        folder = FOLDERS[dataset]
+        folder = DATASET_FOLDERS[dataset]
         root = None if folder is None else str(Path(a.data) / folder)
         if root is not None and not Path(root).is_dir():
             print(f"skipping {dataset}: {root} not found")

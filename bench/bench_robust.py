@@ -14,6 +14,7 @@ certified, noise level, graded violation rate and seconds per batch. A batch the
 does not complete within the time limit scores nothing (no partial guess).
 
     python bench/bench_robust.py --quick
+    python bench/bench_robust.py --from-json a.json b.json --plot psnr.png   # redraw only
     python bench/bench_robust.py --datasets tiny-imagenet --batches 2 \\
         --json bench/results/robust_tiny-imagenet.json --plot bench/results/robust_psnr_sigma.png
 """
@@ -196,7 +197,20 @@ def main():
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG of PSNR against sigma")
     p.add_argument("--markdown", default=None, help="write the tables here too")
+    p.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
+                   help="no attack: redraw tables and plot from earlier --json files")
     a = p.parse_args()
+    if a.from_json:
+        import json
+
+        records = [r for path in a.from_json for r in json.loads(Path(path).read_text())]
+        text = tables(records)
+        print(text)
+        if a.markdown:
+            Path(a.markdown).write_text(text + "\n")
+        if a.plot:
+            plot(records, a.plot)
+        return
     torch.set_num_threads(1)
     if a.quick:
         a.batches, a.batch_size, a.time_limit = 1, 8, 20.0
