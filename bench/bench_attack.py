@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASET_FOLDERS, machine, write_json  # noqa: E402
+from common import dataset_root, machine, write_json  # noqa: E402
 
 from spear import report  # noqa: E402
 from spear.experiment import AttackConfig, Experiment, batch_row  # noqa: E402
@@ -145,10 +145,8 @@ def main():
     methods = tuple(a.methods.split(","))
     records = []
     for dataset in a.datasets.split(","):
-        folder = DATASET_FOLDERS[dataset]
-        root = None if folder is None else str(Path(a.data) / folder)
-        if root is not None and not Path(root).is_dir():
-            print(f"skipping {dataset}: {root} not found")
+        available, root = dataset_root(a.data, dataset)
+        if not available:
             continue
         for width in (int(w) for w in a.widths.split(",")):
             for b in (int(v) for v in a.batch_sizes.split(",")):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATASET_FOLDERS, machine, write_json  # noqa: E402
+from common import dataset_root, machine, write_json  # noqa: E402
 
 import spear  # noqa: E402
 from spear import metrics  # noqa: E402
@@ -220,10 +220,8 @@ def main():
             p.error(f"unknown section {s!r}; known: {', '.join(SECTIONS)}")
     records = []
     for dataset in a.datasets.split(","):
-        folder = DATASET_FOLDERS[dataset]
-        root = None if folder is None else str(Path(a.data) / folder)
-        if root is not None and not Path(root).is_dir():
-            print(f"skipping {dataset}: {root} not found")
+        available, root = dataset_root(a.data, dataset)
+        if not available:
             if a.quick and not records and dataset == a.datasets.split(",")[-1]:
                 dataset, root = "digits", None
             else:

@@ -74,3 +74,16 @@ def write_json(records, path: str | Path, meta: dict) -> None:
 #: Sub-folder of the datasets folder (../shared/datasets or $SPEAR_DATASETS) per dataset.
 DATASET_FOLDERS = {"mnist": "mnist", "tiny-imagenet": "tiny-imagenet-200",
                    "imagenet": "imagenet-sample", "adult": "adult", "digits": None}
+
+
+def dataset_root(data: str, dataset: str) -> tuple[bool, str | None]:
+    """(available, root) of ``dataset`` under the datasets folder ``data``; embedded
+    datasets (digits) have no root and are always available."""
+    folder = DATASET_FOLDERS[dataset]
+    if folder is None:
+        return True, None
+    root = str(Path(data) / folder)
+    if not Path(root).is_dir():
+        print(f"skipping {dataset}: {root} not found")
+        return False, root
+    return True, root

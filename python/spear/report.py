@@ -11,6 +11,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+def _layout(truth: np.ndarray, cell: int, max_columns: int):
+    """Tile geometry shared by the grids: small images are upscaled to about ``cell``
+    pixels; wide batches wrap into blocks of ``max_columns``."""
+    k, C, H, W = truth.shape
+    scale = max(1, cell // max(H, W)) if max(H, W) < cell else 1
+    cols = min(k, max_columns)
+    return k, C, H, W, scale, H * scale, W * scale, cols, math.ceil(k / cols)
+
+
 def image_grid(recon: np.ndarray | None, truth: np.ndarray, path: str | Path, *,
                order: np.ndarray | None = None, max_columns: int = 16, cell: int = 64,
                gap: int = 2, labels: tuple[str, str] = ("reconstructed", "original")) -> Path:
@@ -19,11 +28,7 @@ def image_grid(recon: np.ndarray | None, truth: np.ndarray, path: str | Path, *,
     recon, truth: (k, C, H, W) in [0, 1] pixel space; ``order[i]`` is the reconstruction
     matched to truth i (-1 for none). Missing reconstructions are drawn as grey cells.
     """
-    k, C, H, W = truth.shape
-    scale = max(1, cell // max(H, W)) if max(H, W) < cell else 1
-    h, w = H * scale, W * scale
-    cols = min(k, max_columns)
-    blocks = math.ceil(k / cols)
+    k, C, H, W, scale, h, w, cols, blocks = _layout(truth, cell, max_columns)
     label_w = 100
     img = Image.new("RGB", (label_w + cols * (w + gap) + gap, blocks * (2 * (h + gap) + gap) + gap),
                     "white")
@@ -52,11 +57,7 @@ def comparison_grid(truth: np.ndarray, rows: Sequence[tuple[str, np.ndarray | No
     order) where ``order[i]`` is the recon matched to truth i (-1 or None recon: grey).
     Blocks of ``max_columns`` inputs are stacked when the batch is wider.
     """
-    k, C, H, W = truth.shape
-    scale = max(1, cell // max(H, W)) if max(H, W) < cell else 1
-    h, w = H * scale, W * scale
-    cols = min(k, max_columns)
-    blocks = math.ceil(k / cols)
+    k, C, H, W, scale, h, w, cols, blocks = _layout(truth, cell, max_columns)
     label_w = 130
     per_block = (1 + len(rows)) * (h + gap) + 2 * gap
     img = Image.new("RGB", (label_w + cols * (w + gap) + gap, blocks * per_block + gap), "white")

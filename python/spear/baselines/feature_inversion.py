@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from .inverting_gradients import (IGConfig, InversionResult, _bounds, optimize, resolve_device,
-                                  total_variation)
+from .inverting_gradients import (IGConfig, InversionResult, _bounds, best_of_restarts,
+                                  resolve_device, total_variation)
 
 #: Feature inversion is a plain least-squares fit: unsigned Adam converges further than signed.
 FEATURE_DEFAULTS = IGConfig(iterations=1000, lr=0.05, tv_weight=1e-2, signed=False)
@@ -96,19 +96,8 @@ def feature_inversion(
         if tuple(init.shape) != shape:
             raise ValueError(f"init has shape {tuple(init.shape)}, expected {shape}")
         init = init.to(device, dtype)
-    gen = torch.Generator().manual_seed(config.seed)
-    best, losses = None, []
-    for r in range(config.restarts):
-        start = init if init is not None else torch.randn(shape, generator=gen, dtype=dtype).to(device)
-        if project is not None:
-            start = start.clone()
-            project(start)
-        x, loss, history = optimize(objective, lambda t: t, start, config, project=project,
-                                    progress=progress, desc=f"feature inversion (restart {r + 1})")
-        losses.append(loss)
-        if best is None or loss < best[1]:
-            best = (x, loss, history)
-    x, loss, history = best
+    x, loss, history, losses = best_of_restarts(objective, shape, init, config, project, device,
+                                                dtype, progress, "feature inversion")
     with torch.no_grad():
         rel = float(torch.linalg.norm(extractor(x) - target) / torch.sqrt(scale))
     return InversionResult(inputs=x.cpu().double().numpy(), loss=loss, loss_history=history,

@@ -245,6 +245,25 @@ def optimize(objective: Callable[[torch.Tensor], torch.Tensor], to_inputs: Calla
     return x, final, history
 
 
+def best_of_restarts(objective, shape, init, config: IGConfig, project, device, dtype,
+                     progress: bool, desc: str):
+    """Run :func:`optimize` from ``config.restarts`` starts (``init``, else seeded Gaussian
+    noise) and keep the lowest loss. Returns (inputs, loss, history, every restart's loss)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    best, losses = None, []
+    for r in range(config.restarts):
+        start = init if init is not None else torch.randn(shape, generator=gen, dtype=dtype).to(device)
+        if project is not None:
+            start = start.clone()
+            project(start)
+        x, loss, history = optimize(objective, lambda t: t, start, config, project=project,
+                                    progress=progress, desc=f"{desc} (restart {r + 1})")
+        losses.append(loss)
+        if best is None or loss < best[1]:
+            best = (x, loss, history)
+    return (*best, losses)
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """The model on ``device`` (a copy when it has to move), so the caller's stays put."""
     first = next(model.parameters(), None)
@@ -313,20 +332,8 @@ def inverting_gradients(
     objective = GradientMatching(work, target, y, tv_weight=config.tv_weight, image_shape=image_shape)
     project = None if box is None else (lambda t: t.copy_(torch.maximum(torch.minimum(t, box[1]), box[0])))
 
-    gen = torch.Generator().manual_seed(config.seed)
-    best = None
-    losses = []
-    for r in range(config.restarts):
-        start = init if init is not None else torch.randn(shape, generator=gen, dtype=dtype).to(device)
-        if project is not None:
-            start = start.clone()
-            project(start)
-        x, loss, history = optimize(objective, lambda t: t, start, config, project=project,
-                                    progress=progress, desc=f"inverting gradients (restart {r + 1})")
-        losses.append(loss)
-        if best is None or loss < best[1]:
-            best = (x, loss, history)
-    x, loss, history = best
+    x, loss, history, losses = best_of_restarts(objective, shape, init, config, project, device,
+                                                dtype, progress, "inverting gradients")
     return InversionResult(inputs=x.detach().cpu().double().numpy(), loss=loss, loss_history=history,
                            restart_losses=losses, seconds=time.perf_counter() - t0,
                            iterations=config.iterations, stats={"device": str(device)})
