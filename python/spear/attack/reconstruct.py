@@ -19,7 +19,7 @@ from .certify import Certificate, Certifier
 from .decompose import factorize, noise_scale, relative_noise
 from .kernel import min_zeros_for, row_thresholds, sample_directions
 from .scale import scales
-from .select import CandidatePool, greedy_independent
+from .select import INDEPENDENCE_TOL, CandidatePool, greedy_independent
 
 METHODS = ("sample", "dictionary", "auto")
 #: Samples evaluated when neither max_samples nor time_limit is given.
@@ -146,8 +146,10 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     pool = CandidatePool(L, thresh, thresh_pool)
     budget = DEFAULT_MAX_SAMPLES if max_samples is None and time_limit is None else max_samples
     certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel, sigma)
+    # Under noise two polishes of one column differ by ~noise in angle: not independent.
     state = _Search(b=b, xp=xp, L=fac.L, R=fac.R, gb=gb, certifier=certifier,
-                    deadline=None if time_limit is None else t_start + time_limit)
+                    deadline=None if time_limit is None else t_start + time_limit,
+                    independence_tol=max(INDEPENDENCE_TOL, min(0.2, 3.0 * noise_rel)))
 
     t0 = time.perf_counter()
     samples, chunk, raw = 0, _FIRST_CHUNK, 0
@@ -260,6 +262,7 @@ class _Search:
     select_seconds: float = 0.0
     best_directions: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     deadline: float | None = None
+    independence_tol: float = INDEPENDENCE_TOL
     _last_key: tuple = ()
     _last_choice: list = field(default_factory=list)
 
@@ -268,7 +271,7 @@ class _Search:
         t0 = time.perf_counter()
         try:
             order = pool.order()
-            chosen = greedy_independent(pool.q, order, self.b)
+            chosen = greedy_independent(pool.q, order, self.b, tol=self.independence_tol)
             self.found = len(chosen)
             self.best_directions = pool.q[chosen].T.copy()
             if len(chosen) < self.b:
@@ -316,7 +319,8 @@ class _Search:
                         continue
                     if self.deadline is not None and time.perf_counter() > self.deadline:
                         break
-                    trial = greedy_independent(pool.q, np.array([cand]), self.b, fixed=rest)
+                    trial = greedy_independent(pool.q, np.array([cand]), self.b, fixed=rest,
+                                               tol=self.independence_tol)
                     if len(trial) < self.b:
                         continue
                     cert = self.certifier(self._scaled(pool.q[trial]))

@@ -119,8 +119,10 @@ class CandidatePool:
 
 
 def greedy_independent(Q: np.ndarray, order: np.ndarray, b: int,
-                       fixed: list[int] | None = None) -> list[int]:
-    """Walk ``order`` and keep directions independent of those kept so far (up to b)."""
+                       fixed: list[int] | None = None, tol: float = INDEPENDENCE_TOL) -> list[int]:
+    """Walk ``order`` and keep directions independent of those kept so far (up to b):
+    a residual norm above ``tol`` (raise it under noise, where two polishes of one column
+    differ by more than rounding)."""
     chosen: list[int] = []
     basis = np.empty((0, Q.shape[1]))
     for i in list(fixed or []) + [int(i) for i in order]:
@@ -128,7 +130,7 @@ def greedy_independent(Q: np.ndarray, order: np.ndarray, b: int,
             continue
         r = Q[i] - basis.T @ (basis @ Q[i])
         nr = np.linalg.norm(r)
-        if nr > INDEPENDENCE_TOL:
+        if nr > tol:
             chosen.append(i)
             basis = np.vstack([basis, r / nr])
             if len(chosen) == b:
