@@ -275,6 +275,9 @@ def batch_row(r: BatchResult) -> dict[str, Any]:
         "samples": stats.get("samples"),
         "directions_found": stats.get("directions_found"),
         "noise_level": rec.noise_level if rec is not None else None,
+        # Graded certificate: 0 exact, < 0.15 consistent (noisy updates), ~0.3+ wrong.
+        "violation_rate": (rec.certificate.violation_rate
+                           if rec is not None and rec.certificate is not None else None),
         "backend": stats.get("backend", inv.stats.get("device") if inv is not None else None),
         "optimization_loss": inv.loss if inv is not None else None,
         "feature_recovered_fraction": _num(s.get("feature_recovered_fraction")),
