@@ -223,7 +223,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                  directions_found=state.found, method=method, dictionary_rounds=rounds)
 
     # With the layer known, only a set the certificate calls at least consistent counts as
-    # complete: never a wrong answer presented as complete.
+    # complete. Consistent is graded evidence, not proof (a wrong set with violations
+    # spread evenly can pass it); only ``certified`` proves.
     inputs = cert = None
     certified = None if W is None else False
     fit: dict[str, float] = {}

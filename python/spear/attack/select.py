@@ -16,11 +16,6 @@ DUPLICATE_COS_GAP = 1e-6
 INDEPENDENCE_TOL = 1e-4
 
 
-def zero_counts(L: np.ndarray, thresh: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """Zero rows of L q for each row q of Q (k x b)."""
-    return (np.abs(Q @ L.T) <= thresh[None, :]).sum(axis=1)
-
-
 def polish(L: np.ndarray, thresh: np.ndarray, q: np.ndarray, rounds: int = 2) -> np.ndarray:
     """Refine a candidate from all its zero rows at once: the smallest right singular vector
     of those rows averages out the rounding (or noise) of the b-1 rows that produced it.
