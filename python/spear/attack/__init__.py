@@ -1,8 +1,18 @@
 """The attack core. It sees only what a server sees: gradients (or updates), the layer's
-weight and bias, and settings; it never imports the client simulation, data or reports."""
-from .backend import cuda_available
-from .certify import Certificate, verify
-from .kernel import Directions, sample_directions
-from .reconstruct import Reconstruction, reconstruct
+weight and bias, and settings; it never imports the client simulation, data or reports.
 
-__all__ = ["Certificate", "Directions", "Reconstruction", "cuda_available", "reconstruct", "sample_directions", "verify"]
+Stages: ``prepare`` (problem.py, tolerance.py) -> ``search`` (sources.py, search.py,
+budget.py) -> ``finish`` (finish.py); ``reconstruct`` runs all three.
+"""
+from .backend import cuda_available
+from .budget import Budget
+from .certify import Certificate, verify
+from .finish import Reconstruction
+from .kernel import Directions, sample_directions
+from .problem import Factor, Problem, prepare
+from .reconstruct import reconstruct
+from .sources import Dictionary, DirectionSource, Proposal, Sampler
+
+__all__ = ["Budget", "Certificate", "Dictionary", "DirectionSource", "Directions", "Factor",
+           "Problem", "Proposal", "Reconstruction", "Sampler", "cuda_available", "prepare",
+           "reconstruct", "sample_directions", "verify"]

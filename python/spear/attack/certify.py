@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tolerance import (GRADED_MARGIN, GRADED_REL_CAP, MAX_JUDGED_REL, MAX_VIOLATION_RATE,
+                        NOISE_SIGMAS, OUTLIER_FACTOR, RATE_FLOOR, VERIFY_BIAS_FACTOR,
+                        VERIFY_FIT_FACTOR, certificate_rel)
+
 
 @dataclass
 class Certificate:
@@ -37,29 +41,6 @@ class Certificate:
         return (self.violations, self.violation_rate)
 
 
-#: Largest relative tolerance at which the sign check still says something: a wrong
-#: direction violates it at O(1) relative size, so up to 0.1 (noise 1e-4 of the b-th
-#: singular value) it separates right from wrong. Float32 rounding of well-conditioned
-#: batches sits near 1e-7, ill-conditioned ones (one-hot ADULT rows) near 1e-5; DP noise
-#: at sigma = 1e-4 near 4e-2, where nothing can be certified.
-MAX_JUDGED_REL = 0.1
-#: Largest per-column violation rate of a set still called consistent (graded verdict).
-#: Measured on TinyImageNet, b = 20: the true batch under FedAvg (E = 5, b/4, lr 0.01;
-#: the update is judged with the server's pre-training weights) reaches 0.049 (0.076
-#: before GRADED_MARGIN below), a set with one column replaced by a mixture of two
-#: 0.25 to 0.39.
-MAX_VIOLATION_RATE = 0.15
-#: ... and no column may stand out: drift and noise spread violations over all columns,
-#: a wrong column stands alone (deeper layers, b = 10: one wrong column at 0.06 beside
-#: nine at 0). The worst column may exceed the median one by this factor, plus a floor.
-OUTLIER_FACTOR, RATE_FLOOR = 5.0, 0.005
-#: Graded check: a pre-activation counts as negative below this fraction of its row's
-#: median |Z'| over the batch.
-GRADED_MARGIN = 0.1
-#: Entries of dZ within this many noise standard deviations of zero are not judged.
-NOISE_SIGMAS = 3.0
-
-
 class Certifier:
     """Precomputes what every check of the same layer shares."""
 
@@ -74,13 +55,13 @@ class Certifier:
         self.w_norm = xp.linalg.norm(weight, axis=1)
         self.l_norm = xp.linalg.norm(L, axis=1)
         # Entries within this relative distance of zero are not judged (rounding).
-        self.rel = 1e3 * max(noise_rel, 1e-13)
+        self.rel = certificate_rel(noise_rel)
         # Past this, "zero" and "clearly negative" lose their meaning and every set would
         # pass: noise (DP, FedAvg) has destroyed what could be certified, so nothing is.
         self.meaningful = self.rel <= MAX_JUDGED_REL
-        # The graded check judges at most at 1e-3 relative, plus the additive noise floor:
-        # it stays informative where the exact one has to give up.
-        self.rel_graded = min(self.rel, 1e-3)
+        # The graded check judges at a capped relative margin, plus the additive noise
+        # floor: it stays informative where the exact one has to give up.
+        self.rel_graded = min(self.rel, GRADED_REL_CAP)
         self.floor = NOISE_SIGMAS * xp.asarray(noise_floor, dtype=xp.float64)   # scalar or (b,)
 
     def __call__(self, Q) -> Certificate:
@@ -156,7 +137,8 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
     # Additive noise of std sigma in gW reaches column j of dZ scaled by ||X^+_j||.
     floor = sigma * xp.linalg.norm(pinv, axis=1)
     cert = Certifier(xp, dZ, X, W, Bv, noise, floor)(xp.eye(b))
-    ok_fit = residual <= 1e3 * noise and bias_residual <= 1e3 * noise * 10
+    ok_fit = (residual <= VERIFY_FIT_FACTOR * noise
+              and bias_residual <= VERIFY_FIT_FACTOR * noise * VERIFY_BIAS_FACTOR)
     cert.certified = bool(cert.certified and ok_fit)
     cert.residual, cert.bias_residual = residual, bias_residual
     return cert

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tolerance import rank_floor
+
 # A gradient this much larger in n than m goes through the Gram matrix.
 GRAM_RATIO = 2
 
@@ -46,13 +48,6 @@ def leading_spectrum(xp, gW, k: int):
         return U, s, Vt, spectrum
     U, s, Vt = xp.linalg.svd(gW, full_matrices=False)
     return U[:, :k], s[:k], Vt[:k], _np(xp, s)
-
-
-def noise_floor(spectrum: np.ndarray, dtype: np.dtype, shape: tuple[int, int]) -> float:
-    """Singular values below this are indistinguishable from rounding of a gW stored in
-    ``dtype`` (a generous multiple of eps * sigma_1 * sqrt(max(m, n)))."""
-    eps = float(np.finfo(dtype).eps)
-    return 100.0 * eps * float(spectrum[0]) * float(np.sqrt(max(shape)))
 
 
 def relative_noise(spectrum: np.ndarray, b: int) -> float:
@@ -96,7 +91,7 @@ def factorize(xp, gW, batch_size: int | None, dtype: np.dtype) -> Factorization:
     U, s, Vt, spectrum = leading_spectrum(xp, gW, want)
     if not spectrum[0] > 0:
         raise ValueError("the gradient is zero: there is nothing to reconstruct")
-    floor = noise_floor(spectrum, dtype, (m, n))
+    floor = rank_floor(spectrum[0], dtype, (m, n))
     rank = numerical_rank(spectrum, floor)
     if batch_size is None:
         batch_size = rank

@@ -49,19 +49,32 @@ per-candidate bookkeeping (de-duplication, mixture splitting) runs on the host.
 """
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 
 import numpy as np
 
-#: ADM starts that end within this |cos| of each other are one start for the refinement.
-_MERGE_COS = 0.99
+from .budget import Budget, expired
+from .tolerance import (COMPLEMENT_REL, CREDIBLE_ZERO_RATIO, DUPLICATE_COS_GAP, INDEPENDENCE_TOL,
+                        MERGE_COS, MIXTURE_LEVEL, ZERO_GAP_RATIO)
+
 #: Output directions within this |cos| are the same.
-_DUP_COS = 1 - 1e-6
+_DUP_COS = 1 - DUPLICATE_COS_GAP
+
+
+@dataclass
+class _Whitened:
+    """Rows of L scaled to unit norm (keeps every support, evens out the heavy-tailed row
+    scales of dZ), Ln = U Ro (thin QR); sparse vectors are U p, q = Ro^-1 p."""
+
+    Ln: object          # (m, b) unit rows
+    tr: object          # (m,) relative tolerance per row
+    U: object           # (m, b) orthonormal
+    Ro: object          # (b, b)
 
 
 def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
                          num_starts: int | None = None, known=None, xp=np,
-                         time_limit: float | None = None, adm_iters: int = 100,
+                         budget: Budget | None = None, adm_iters: int = 100,
                          irls_iters: int = 12, descend: bool = True, adm_lam: float | None = None,
                          max_refine: int | None = None) -> np.ndarray:
     """Sparse directions of L by batched sparsity minimisation from many starts.
@@ -78,7 +91,8 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
        selection (fewer than b directions, or the certified part of a failed set), so that
        their span leaves a complement; a set spanning everything only drops repeats.
     xp: numpy or cupy.
-    time_limit: seconds; IRLS and mixture splitting stop early (what is exact is returned).
+    budget: once it has expired, ADM, IRLS and mixture splitting stop early (what is exact
+       is returned).
     adm_iters, irls_iters, adm_lam, max_refine, descend: tuning (ADM steps, IRLS steps,
        ADM threshold times sqrt(m), most ADM results refined, split mixtures).
 
@@ -88,8 +102,6 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     true columns of Q, some mixtures of columns (fewer zeros: a sparsest-first selection
     ranks them last); de-duplicated within one call, not against ``known``.
     """
-    t0 = time.perf_counter()
-    deadline = None if time_limit is None else t0 + float(time_limit)
     L = xp.asarray(L, dtype=xp.float64)
     m, b = (int(s) for s in L.shape)
     if b == 1:
@@ -98,24 +110,50 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     rng = np.random.default_rng(seed)
     norms = xp.linalg.norm(L, axis=1)
     Ln = L / norms[:, None]
-    tr = thresh / norms                      # relative tolerance per row
-    U, Ro = xp.linalg.qr(Ln)                 # Ln = U Ro, U orthonormal (m x b)
-
+    U, Ro = xp.linalg.qr(Ln)
+    wh = _Whitened(Ln=Ln, tr=thresh / norms, U=U, Ro=Ro)
     known_q = None
     if known is not None and len(known):
         known_q = xp.asarray(known, dtype=xp.float64).reshape(-1, b)
         known_q = known_q / xp.linalg.norm(known_q, axis=1, keepdims=True)
+    P, comp = _adm_stage(xp, wh, known_q, rng, num_starts, adm_iters, adm_lam, max_refine, budget)
+    if comp is not None:
+        # Deflation by constraint: sparse vectors outside the known ones, by l0-like IRLS
+        # under a linear constraint that every known direction violates (constrained_irls).
+        # Finds the last columns of zero-mean batches at once; all-positive batches need
+        # the aligned starts of the ADM stage.
+        k = comp.shape[1]
+        nf = min(max(8 * k, 16), 4 * b)
+        F = comp @ xp.asarray(rng.standard_normal((k, nf)))             # L coordinates
+        Gc = xp.linalg.solve(Ro.T, F)                                  # g^T p = f^T q
+        P = xp.concatenate([constrained_irls(xp, U, Gc, irls_iters + 3, budget=budget), P],
+                           axis=1)
+    if P.shape[1] == 0:
+        return np.empty((0, b))
+    out = _exact_directions(xp, wh, irls(xp, U, P, irls_iters, budget=budget), min_zeros)
+    if descend and len(out):
+        out = descend_mixtures(xp, Ln, wh.tr, out, min_zeros, rng, budget=budget,
+                               skip=None if known_q is None else _host(xp, known_q))
+    return out
 
-    s = min(m, int(num_starts) if num_starts else 8 * b)
+
+def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, max_refine,
+               budget):
+    """Starts (random rows, plus rows aligned with what the known directions leave open),
+    batched ADM with continuation, distinct results away from the known directions, the
+    sparsest first. Returns (P: b x s starts for IRLS, comp: the complement or None)."""
+    U, Ro = wh.U, wh.Ro
+    m = U.shape[0]
+    s = min(m, int(num_starts) if num_starts else 8 * U.shape[1])
     comp = None
     if known_q is not None:
-        comp = _complement(xp, _credible(xp, Ln, tr, known_q))
+        comp = _complement(xp, _credible(xp, wh.Ln, wh.tr, known_q))
     rows = rng.permutation(m)[:s]
     if comp is not None:
         # Deflation by starts: rows of L that point into the space the known directions
         # leave open (the complement is the dual of the missing columns: a row made
         # mostly of missing inputs lies close to it). Half the starts, the rest random.
-        score = _host(xp, xp.linalg.norm(Ln @ comp, axis=1))
+        score = _host(xp, xp.linalg.norm(wh.Ln @ comp, axis=1))
         aligned = np.argsort(-score)[: max(1, s // 2)]
         rows = np.concatenate([aligned, rows[~np.isin(rows, aligned)][: s - len(aligned)]])
     P = U[xp.asarray(rows)].T.copy()         # b x s
@@ -124,19 +162,18 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
         # Continuation: lam = 0.5 converges fast but its bias moves some correlated
         # columns off their fixed points; lam = 0.25 puts them back. b = 100, m = 2000,
         # 800 starts: 89 columns attracted after 300 steps at 0.25, 95 after 100 + 100.
-        P = adm(xp, U, P, adm_iters, 0.5 / np.sqrt(m), deadline=deadline)
-    P = adm(xp, U, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m),
-            deadline=deadline)
+        P = adm(xp, U, P, adm_iters, 0.5 / np.sqrt(m), budget=budget)
+    P = adm(xp, U, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m), budget=budget)
     if comp is not None and adm_lam is None:
         # Columns the first rounds missed are often not even fixed points at lam = 0.25
         # (the soft-threshold bias pulls them into a mixture with correlated neighbours);
         # at lam = 0.1 they are. Continue there (slower, so only for steered rounds).
-        P = adm(xp, U, P, adm_iters, 0.1 / np.sqrt(m), deadline=deadline)
-    P = _distinct_columns(xp, P, _MERGE_COS)
+        P = adm(xp, U, P, adm_iters, 0.1 / np.sqrt(m), budget=budget)
+    P = _distinct_columns(xp, P, MERGE_COS)
     if known_q is not None and P.shape[1]:
         Pk = Ro @ known_q.T
         Pk /= xp.linalg.norm(Pk, axis=0, keepdims=True)
-        near = _host(xp, xp.abs(Pk.T @ P).max(axis=0)) > _MERGE_COS
+        near = _host(xp, xp.abs(Pk.T @ P).max(axis=0)) > MERGE_COS
         P = P[:, xp.asarray(np.flatnonzero(~near))]
     # The sparsest ADM results first (smallest l1 norm of the unit vector U p); the rest
     # are mostly unconverged starts or mixtures, and IRLS costs m b^2 per start and step.
@@ -144,21 +181,15 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     if P.shape[1] > cap:
         l1 = _host(xp, xp.abs(U @ P).sum(axis=0))
         P = P[:, xp.asarray(np.argsort(l1)[:cap])]
-    if comp is not None:
-        # Deflation by constraint: sparse vectors outside the known ones, by l0-like IRLS
-        # under a linear constraint that every known direction violates (constrained_irls).
-        # Finds the last columns of zero-mean batches at once; all-positive batches need
-        # the aligned starts above.
-        k = comp.shape[1]
-        nf = min(max(8 * k, 16), 4 * b)
-        F = comp @ xp.asarray(rng.standard_normal((k, nf)))             # L coordinates
-        Gc = xp.linalg.solve(Ro.T, F)                                  # g^T p = f^T q
-        P = xp.concatenate([constrained_irls(xp, U, Gc, irls_iters + 3, deadline=deadline), P],
-                           axis=1)
-    if P.shape[1] == 0:
-        return np.empty((0, b))
-    P = irls(xp, U, P, irls_iters, deadline=deadline)
-    Qc = xp.linalg.solve(Ro, P).T                # s x b, L coordinates
+    return P, comp
+
+
+def _exact_directions(xp, wh: _Whitened, P, min_zeros: int) -> np.ndarray:
+    """Round refined starts P (b x s) to exact directions in L's coordinates, keep those
+    sparse enough, de-duplicated (host rows)."""
+    Ln, tr = wh.Ln, wh.tr
+    b = Ln.shape[1]
+    Qc = xp.linalg.solve(wh.Ro, P).T             # s x b, L coordinates
     Qc = round_to_exact(xp, Ln, tr, Qc, rounds=2)
     z = _host(xp, _zero_rows(xp, xp.abs(Ln @ Qc.T), tr, b).sum(axis=0))
     # Columns of one batch are about equally sparse; near-exact points stuck on b-1 rows
@@ -169,22 +200,19 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
         out = polish_exact(xp, Ln, tr, xp.asarray(out))
         z = _host(xp, (xp.abs(out @ Ln.T) <= tr[None, :]).sum(axis=1))
         out = _dedupe_rows(_host(xp, out[xp.asarray(np.flatnonzero(z >= floor))]), _DUP_COS)
-    if descend and len(out):
-        out = descend_mixtures(xp, Ln, tr, out, min_zeros, rng, deadline=deadline,
-                               skip=None if known_q is None else _host(xp, known_q))
     return out
 
 
 # ----------------------------------------------------------------------------- steps
 
-def adm(xp, U, P, iters: int, lam: float | None = None, deadline: float | None = None):
+def adm(xp, U, P, iters: int, lam: float | None = None, budget: Budget | None = None):
     """Batched alternating directions for min ||U p||_1 on the sphere (one column per start):
     X = soft_threshold(U P, lam), P = normalize(U^T X). lam = 0.25 / sqrt(m) (a unit vector
     spread over m rows has entries ~ 1/sqrt(m))."""
     m = U.shape[0]
     lam = 0.25 / np.sqrt(m) if lam is None else lam
     for it in range(iters):
-        if deadline is not None and it % 10 == 0 and time.perf_counter() > deadline:
+        if it % 10 == 0 and expired(budget):
             break
         X = U @ P
         X = xp.sign(X) * xp.maximum(xp.abs(X) - lam, 0.0)
@@ -195,7 +223,7 @@ def adm(xp, U, P, iters: int, lam: float | None = None, deadline: float | None =
 
 
 def irls(xp, U, P, iters: int, delta0: float | None = None, decay: float = 0.5,
-         floor: float = 1e-12, deadline: float | None = None, power: float = 0.0):
+         floor: float = 1e-12, budget: Budget | None = None, power: float = 0.0):
     """Iteratively reweighted least squares for min sum_r |U_r p|^power, ||p|| = 1, per
     column: p <- smallest eigenvector of U^T diag(max(|U p|, delta)^(power-2)) U (two
     inverse-iteration steps from the current p), delta halving each step. power = 0 (a
@@ -205,7 +233,7 @@ def irls(xp, U, P, iters: int, delta0: float | None = None, decay: float = 0.5,
     m = U.shape[0]
     delta = 1.0 / np.sqrt(m) if delta0 is None else delta0
     for _ in range(iters):
-        if deadline is not None and time.perf_counter() > deadline:
+        if expired(budget):
             break
         W = xp.maximum(xp.abs(U @ P), delta) ** (power - 2.0)   # m x s
         Pn = _smallest_eigvecs(xp, U, W, P0=P, steps=2)       # b x s
@@ -216,7 +244,7 @@ def irls(xp, U, P, iters: int, delta0: float | None = None, decay: float = 0.5,
 
 
 def constrained_irls(xp, U, Gc, iters: int, power: float = 0.0, decay: float = 0.5,
-                     deadline: float | None = None):
+                     budget: Budget | None = None):
     """min ||U p||_(power) subject to g^T p = 1, one column g of Gc (b x c) each, by IRLS:
     p <- (U^T W U)^-1 g. With g orthogonal (in L's coordinates) to every known direction,
     no known column satisfies the constraint (it would need infinite scale), so the
@@ -226,7 +254,7 @@ def constrained_irls(xp, U, Gc, iters: int, power: float = 0.0, decay: float = 0
     P = Gc / xp.linalg.norm(Gc, axis=0, keepdims=True)       # argmin ||U p||_2, g^T p = 1
     delta = 1.0 / np.sqrt(m)
     for _ in range(iters):
-        if deadline is not None and time.perf_counter() > deadline:
+        if expired(budget):
             break
         W = xp.maximum(xp.abs(U @ P), delta) ** (power - 2.0)
         G = _weighted_grams(xp, U, W)                         # c x b x b
@@ -265,7 +293,7 @@ def _zero_rows(xp, R, tr, b: int):
     hi = max(k0 + 2, int(0.9 * m))
     Rs = xp.sort(R, axis=0)
     ratio = Rs[k0 + 1:hi] / xp.maximum(Rs[k0:hi - 1], 1e-300)
-    jump = ratio > 10.0
+    jump = ratio > ZERO_GAP_RATIO
     kk = xp.argmax(jump, axis=0)                              # first gap after row k0 + kk
     cols = xp.arange(s)
     cut = xp.where(jump[kk, cols], Rs[k0 + kk, cols], Rs[k0, cols])
@@ -290,7 +318,7 @@ def polish_exact(xp, Ln, tr, Q, rounds: int = 2):
 
 
 def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
-                     max_dim: int = 6, deadline: float | None = None,
+                     max_dim: int = 6, budget: Budget | None = None,
                      max_visits: int | None = None, skip: np.ndarray | None = None) -> np.ndarray:
     """Split mixtures into the columns they mix; returns the directions that are not
     mixtures (or could not be split), de-duplicated.
@@ -315,7 +343,7 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
         if len(done) and np.abs(done @ q).max() > _DUP_COS:
             continue
         done = np.vstack([done, q])
-        timeout = deadline is not None and time.perf_counter() > deadline
+        timeout = expired(budget)
         if timeout or visits >= max_visits:
             out.append(q)
             continue
@@ -358,7 +386,7 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
 
 # ----------------------------------------------------------------------------- helpers
 
-def _credible(xp, Ln, tr, known_q, ratio: float = 0.85):
+def _credible(xp, Ln, tr, known_q, ratio: float = CREDIBLE_ZERO_RATIO):
     """The known directions worth steering away from: sparsest first, independent, at most
     b-1 of them, and none much less sparse than the typical one (mixtures of columns have
     the intersection of their zero sets: 25-70% fewer zeros). So a caller may pass its
@@ -374,7 +402,7 @@ def _credible(xp, Ln, tr, known_q, ratio: float = 0.85):
     for i in good:
         r = Kh[i] - basis.T @ (basis @ Kh[i])
         nr = np.linalg.norm(r)
-        if nr > 1e-4:
+        if nr > INDEPENDENCE_TOL:
             chosen.append(int(i))
             basis = np.vstack([basis, r / nr])
             if len(chosen) == b - 1:
@@ -382,7 +410,7 @@ def _credible(xp, Ln, tr, known_q, ratio: float = 0.85):
     return known_q[xp.asarray(np.array(chosen, dtype=np.int64))]
 
 
-def _complement(xp, known_q, rel: float = 1e-6):
+def _complement(xp, known_q, rel: float = COMPLEMENT_REL):
     """Orthonormal basis (b x k) of the directions orthogonal to every known direction, or
     None when the known directions already span everything."""
     b = known_q.shape[1]
@@ -409,7 +437,7 @@ def _mixture_dim(xp, A, tol: float, max_dim: int):
     for _ in range(max_dim + 1):
         Us, sv, Vt = xp.linalg.svd(A[xp.asarray(keep)], full_matrices=len(keep) < b)
         sv = np.concatenate([_host(xp, sv), np.zeros(max(0, b - len(keep)))])
-        level = 10 * tol * np.sqrt(max(len(keep), 1))
+        level = MIXTURE_LEVEL * tol * np.sqrt(max(len(keep), 1))
         d = int((sv <= level).sum())
         k = b - d - 1                                 # the smallest non-null direction
         if d >= max_dim or k < 0 or k >= Us.shape[1]:

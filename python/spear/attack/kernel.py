@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import backend as _backend
+from .tolerance import DEFAULT_TOL, default_min_zeros, min_zeros_for, row_thresholds  # noqa: F401 (re-exported)
 from .validate import check_float_dtype
 
-#: Relative tolerance |L_r q| <= tol * ||L_r|| per dtype of L, when none is given.
-DEFAULT_TOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
 #: Rows of the early test (used from this batch size on; small batches need no speed-up).
 PROBE_ROWS = 64
 PROBE_FROM_B = 8
@@ -37,51 +36,16 @@ class Directions:
     tol: float
 
 
-def default_min_zeros(m: int, b: int, tol: float) -> int:
-    """Fewest zero rows that a random proposal essentially never reaches.
-
-    A wrong proposal is zero on its b-1 sampled rows only; any other row falls under
-    ``tol`` by chance with probability about tol * sqrt(2b/pi) (the density of a random
-    unit vector's coordinate at 0). We ask for enough extra zeros that a Poisson count
-    with that rate exceeds them with probability below 1e-12 per sample.
-    """
-    return _min_zeros(max(m - b + 1, 0) * _chance_zero(tol, b), m, b)
-
-
-def min_zeros_for(L: np.ndarray, thresh: np.ndarray, tail: float = 1e-12) -> int:
-    """:func:`default_min_zeros` for per-row thresholds (a noise floor makes the chance
-    of a row passing larger on rows of small norm). ``tail``: chance per sample that a
-    wrong proposal passes."""
-    m, b = L.shape
-    norms = np.sqrt(np.einsum("ij,ij->i", L.astype(np.float64), L.astype(np.float64)))
-    rel = np.asarray(thresh, dtype=np.float64) / np.maximum(norms, 1e-300)
-    lam = float(np.sum(np.minimum(1.0, 2.0 * rel * math.sqrt(2.0 * b / math.pi))))
-    return _min_zeros(lam * max(m - b + 1, 0) / max(m, 1), m, b, tail)
-
-
-def _chance_zero(tol: float, b: int) -> float:
-    return min(1.0, 2.0 * tol * math.sqrt(2.0 * b / math.pi))
-
-
-def _min_zeros(lam: float, m: int, b: int, tail: float = 1e-12) -> int:
-    extra, term, left = 0, math.exp(-lam), 1.0
-    while left > tail and extra < m:
-        left -= term
-        extra += 1
-        term *= lam / extra
-    return min(m, b - 1 + max(extra, 2))
-
-
 def default_probe(b: int) -> int:
     return PROBE_ROWS if b >= PROBE_FROM_B else 0
 
 
-def row_thresholds(L: np.ndarray, tol: float, floor: float = 0.0) -> np.ndarray:
-    """max(tol * ||L_r||, floor) per row, in L's dtype (computed on the host so every
-    backend agrees). ``tol`` covers rounding, which is relative to the row; ``floor``
-    covers additive noise (DP, FedAvg), which is the same on every row."""
-    norms = np.sqrt(np.einsum("ij,ij->i", L.astype(np.float64), L.astype(np.float64)))
-    return np.maximum(tol * norms, floor).astype(L.dtype)
+def sampler_device(backend: str, b: int) -> str:
+    """The kernel a search on ``backend`` ("cpu" or "cuda") uses at batch size b: the CUDA
+    kernel is compiled for b <= ``_core.cuda_max_b``; above that the CPU kernel runs."""
+    from spear import _core
+
+    return "cuda" if backend == "cuda" and b <= int(_core.cuda_max_b) else "cpu"
 
 
 def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None = None,

@@ -6,14 +6,10 @@ smaller. Hence: sparsest first, and a mixture is dependent on the true columns i
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-#: |cos| above 1 - DUPLICATE_COS_GAP counts as the same direction.
-DUPLICATE_COS_GAP = 1e-6
-#: A candidate is independent of the chosen ones when its residual norm exceeds this.
-INDEPENDENCE_TOL = 1e-4
+from .budget import Budget, expired
+from .tolerance import DUPLICATE_COS_GAP, INDEPENDENCE_TOL
 
 
 def polish(L: np.ndarray, thresh: np.ndarray, q: np.ndarray, rounds: int = 2) -> np.ndarray:
@@ -57,10 +53,10 @@ class CandidatePool:
         return len(self.q)
 
     def add(self, q: np.ndarray, zeros: np.ndarray | None = None,
-            deadline: float | None = None) -> int:
+            budget: Budget | None = None) -> int:
         """Merge new raw candidates (k x b) with the kernel's zero counts; returns how many
-        new distinct directions. Past ``deadline`` (perf_counter seconds) the rest of the
-        candidates are dropped: they come sparsest first, so the best are in."""
+        new distinct directions. Once ``budget`` has expired the rest of the candidates
+        are dropped: they come sparsest first, so the best are in."""
         if len(q) == 0:
             return 0
         q = np.asarray(q, dtype=np.float64)
@@ -86,7 +82,7 @@ class CandidatePool:
         keep = np.lexsort((-counts, -raw_zeros))[: self.per_chunk]
         before = len(self)
         for i, hits in zip(first[keep], counts[keep]):
-            if deadline is not None and time.perf_counter() > deadline:
+            if expired(budget):
                 break
             p = polish(self.L, self.thresh, q[i])
             p = polish(self.L, self.thresh_tight, p, rounds=3)

@@ -1,0 +1,195 @@
+"""Search: direction sources take turns, one pool and one selection, one budget.
+
+Each round, every active source proposes directions; they are merged into the pool
+(de-duplicated, polished) and the selection is redone: b independent directions,
+sparsest first, then certificate-guided single swaps. The first round ends early when a
+source adds directions (the search checks whether it is done before running the next
+source: a broad dictionary round often finds the whole batch). The search stops when
+the selection is certified, the budget is spent, or every source is exhausted.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .budget import Budget, expired
+from .certify import Certificate
+from .problem import Problem
+from .scale import scales
+from .select import CandidatePool, greedy_independent
+
+
+@dataclass
+class Selection:
+    """b chosen directions, scaled: Q (b x b), the inputs X = Q^-1 R, their certificate."""
+
+    Q: Any
+    X: Any
+    certificate: Certificate | None
+
+
+@dataclass
+class SearchOutcome:
+    selection: Selection | None      # None: fewer than b independent directions found
+    directions: np.ndarray           # (b, k) unit directions of the last selection
+    found: int
+    pool_size: int
+    candidates: int                  # raw proposals merged into the pool
+    rounds: dict[str, int] = field(default_factory=dict)   # turns per source
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Selector:
+    """Selection state across rounds: greedy choice, then certificate-guided swaps."""
+
+    def __init__(self, problem: Problem, budget: Budget):
+        self.problem, self.budget = problem, budget
+        self.tol = problem.tolerances.independence
+        self.found = 0
+        self.seconds = 0.0
+        self.best_directions = np.empty((0, 0))
+        self._last_key: tuple = ()
+        self._last_choice: list[int] = []
+
+    def select(self, pool: CandidatePool) -> Selection | None:
+        """A :class:`Selection` once b independent directions are in the pool, else None."""
+        t0 = time.perf_counter()
+        try:
+            b = self.problem.b
+            order = pool.order()
+            chosen = greedy_independent(pool.q, order, b, tol=self.tol)
+            self.found = len(chosen)
+            self.best_directions = pool.q[chosen].T.copy()
+            if len(chosen) < b:
+                return None
+            if self.problem.certifier is not None:
+                chosen = self._revisit(pool, order, chosen)
+                self.best_directions = pool.q[chosen].T.copy()
+            Q = self._scaled(pool.q[chosen])
+            X = self.problem.xp.linalg.solve(Q, self.problem.R)
+            cert = self.problem.certifier(Q) if self.problem.certifier is not None else None
+            return Selection(Q, X, cert)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _scaled(self, Qrows: np.ndarray):
+        p = self.problem
+        Qunit = p.xp.asarray(Qrows.T)
+        return Qunit * scales(p.xp, p.L, Qunit, p.gb)[None, :]
+
+    def _revisit(self, pool, order, chosen, max_rounds: int = 4) -> list[int]:
+        """Second stage: while the certificate fails, make the single swap (one chosen
+        direction out, one pool direction in, independence kept) that removes the most
+        violations. Fixes sets where a mixture of two columns outranked a true column.
+        Bounded: the most-violating columns, the sparsest spare candidates, and only when
+        the pool changed since the last attempt."""
+        key = (len(pool), tuple(chosen))
+        if key == self._last_key:
+            return self._last_choice
+        certify, b = self.problem.certifier, self.problem.b
+        best = certify(self._scaled(pool.q[chosen]))
+        spares = [int(c) for c in order if int(c) not in chosen][: 2 * b + 16]
+        for _ in range(max_rounds):
+            if best.certified or expired(self.budget):
+                break
+            improved = None
+            worst = np.lexsort((-best.column_rates, -best.per_column))
+            for pos in worst[:4]:
+                rest = chosen[:pos] + chosen[pos + 1:]
+                for cand in spares:
+                    if expired(self.budget):
+                        break
+                    if cand in chosen:
+                        continue
+                    trial = greedy_independent(pool.q, np.array([cand]), b, fixed=rest, tol=self.tol)
+                    if len(trial) < b:
+                        continue
+                    cert = certify(self._scaled(pool.q[trial]))
+                    if cert.badness() < best.badness():
+                        best, improved = cert, trial
+            if improved is None:
+                break
+            chosen = improved
+        self._last_key, self._last_choice = key, chosen
+        return chosen
+
+
+def search(problem: Problem, sources: list, budget: Budget, *, seed: int = 0,
+           progress: bool = False) -> SearchOutcome:
+    """Let ``sources`` take turns until the selection is done or the budget is spent."""
+    tol = problem.tolerances
+    pool = CandidatePool(problem.L_live, tol.thresh, tol.thresh_pool)
+    selector = Selector(problem, budget)
+    raw, turns, seconds = 0, {s.name: 0 for s in sources}, {s.name: 0.0 for s in sources}
+    selection = None
+    if problem.b == 1:
+        # One input: the only direction is 1; nothing to search.
+        pool.add(np.ones((1, 1)))
+        selection, sources = selector.select(pool), []
+    bar = _progress_bar(progress, budget, problem.b)
+    first_pass, without_proof_from = True, None
+    try:
+        while any(not s.exhausted for s in sources):
+            stop = False
+            for source in [s for s in sources if not s.exhausted]:
+                if expired(budget):
+                    stop = True
+                    break
+                before = selector.found
+                t0 = time.perf_counter()
+                proposal = source.propose(problem, selector.best_directions.T, budget, seed)
+                if proposal.stop:
+                    stop = True
+                    break
+                raw += len(proposal.q)
+                pool.add(proposal.q, proposal.zeros, budget)
+                seconds[source.name] += time.perf_counter() - t0
+                turns[source.name] += 1
+                selection = selector.select(pool)
+                source.observe(selector.found - before)
+                if first_pass and selector.found > before:
+                    break
+            first_pass = False
+            if bar is not None:
+                bar.update(budget.samples - bar.n)
+                bar.set_postfix(found=f"{selector.found}/{problem.b}", pool=len(pool))
+            if stop:
+                break
+            done, without_proof_from = _done(problem, selection, budget, without_proof_from)
+            if done:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds["selection"] = selector.seconds
+    return SearchOutcome(selection, selector.best_directions, selector.found, len(pool), raw,
+                         turns, seconds)
+
+
+def _done(problem: Problem, selection: Selection | None, budget: Budget, first: int | None):
+    """Whether to stop: a certified selection ends the search. Without a proof (no layer
+    given, or noise), search on until twice the samples that first gave b directions, so
+    that a mixture standing in for a still-missing column can still be replaced.
+    Returns (done, samples when b directions were first found without proof)."""
+    if selection is None:
+        return False, first
+    cert = selection.certificate
+    if cert is not None and cert.certified:
+        return True, first
+    if cert is None or cert.consistent:
+        first = budget.samples if first is None else first
+        return budget.samples >= 2 * first, first
+    return False, first
+
+
+def _progress_bar(enabled: bool, budget: Budget, b: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    # leave=False: under the CLI's per-batch bar, one line per batch would pile up.
+    return tqdm(total=budget.max_samples, unit="sample", unit_scale=True, desc=f"SPEAR b={b}",
+                leave=False)

@@ -1,0 +1,139 @@
+"""Direction sources: where candidate columns of Q come from.
+
+A source only proposes directions (unit q with L q sparse); the search loop
+(:mod:`search`) owns the pool, the selection and the budget. Adding a source never
+touches the loop: implement :class:`DirectionSource` and pass it in ``method=[...]``.
+
+- :class:`Sampler`: random (b-1) x b submatrices through the compiled kernel (CPU or
+  CUDA); about rho^-(b-1) samples, so it ends near b = 25.
+- :class:`Dictionary`: sparse dictionary recovery from many starts (``dictionary.py``);
+  polynomial in b, finds most columns of large batches in a few rounds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .budget import Budget
+from .kernel import sample_directions, sampler_device
+
+#: The sampler's first chunk of samples, doubling per turn up to the largest.
+FIRST_CHUNK, MAX_CHUNK = 1 << 14, 1 << 22
+#: Rounds of nothing new after which the dictionary alone gives up.
+DICTIONARY_PATIENCE = 3
+
+
+@dataclass
+class Proposal:
+    """What one turn of a source produced: q (k x b rows, host), the kernel's zero counts
+    when it has them, and ``stop`` when the budget this source draws on is spent."""
+
+    q: np.ndarray
+    zeros: np.ndarray | None = None
+    stop: bool = False
+
+
+@runtime_checkable
+class DirectionSource(Protocol):
+    """One source of candidate directions.
+
+    ``propose`` gets the prepared problem, the directions currently selected (rows, may
+    be empty: steer away from them if useful), the shared budget and the seed; it
+    returns a :class:`Proposal`. ``observe`` then tells it how many new independent
+    directions its proposal gave the selection. ``exhausted`` turns True when the source
+    has nothing more to offer (the search ends when every source is exhausted)."""
+
+    name: str
+    exhausted: bool
+
+    def propose(self, problem, known: np.ndarray, budget: Budget, seed: int) -> Proposal: ...
+
+    def observe(self, added: int) -> None: ...
+
+
+@dataclass
+class Sampler:
+    """The SPEAR sampler: chunks of samples from one Philox stream (sample i is the same
+    submatrix on every backend), chunk size doubling, sized to the deadline."""
+
+    name: str = "sample"
+    exhausted: bool = False
+    chunk: int = FIRST_CHUNK
+    seconds: float = 0.0          # time spent in the kernel (sets the chunk size)
+
+    def propose(self, problem, known, budget: Budget, seed: int) -> Proposal:
+        left = budget.samples_left()
+        if left == 0:
+            return Proposal(np.empty((0, problem.b)), stop=True)
+        todo = self.chunk if left is None else min(self.chunk, left)
+        remaining = budget.remaining()
+        if remaining is not None and budget.samples:
+            # Size the chunk by the measured rate so the deadline is not overshot.
+            rate = budget.samples / max(self.seconds, 1e-9)
+            todo = int(max(1024, min(todo, rate * remaining)))
+        tol = problem.tolerances
+        t0 = budget.clock()
+        d = sample_directions(problem.L_live, todo, seed=seed, tol=tol.tol, floor=tol.floor,
+                              min_zeros=tol.min_zeros, offset=budget.samples,
+                              device=sampler_device(problem.backend.name, problem.b))
+        self.seconds += budget.clock() - t0
+        budget.spend(todo)
+        self.chunk = min(self.chunk * 2, MAX_CHUNK)
+        to = problem.backend.to_numpy
+        return Proposal(to(d.q), to(d.zeros))
+
+    def observe(self, added: int) -> None:
+        pass
+
+
+@dataclass
+class Dictionary:
+    """Sparse dictionary recovery: a broad first round (8 b starts), then rounds steered
+    away from the selected directions (4 b starts). Exhausted after a round that adds
+    nothing, once ``patience`` rounds have run."""
+
+    name: str = "dictionary"
+    exhausted: bool = False
+    patience: int = 1
+    rounds: int = 0
+    xp: object = field(default=np)     # the rounds run on the host (CuPy: issue 17/18)
+
+    def propose(self, problem, known, budget: Budget, seed: int) -> Proposal:
+        from .dictionary import dictionary_proposals
+
+        known = known if len(known) else None
+        tol = problem.tolerances
+        q = dictionary_proposals(problem.L_live, thresh=tol.thresh_pool, min_zeros=tol.min_zeros,
+                                 seed=seed + self.rounds, known=known, xp=self.xp, budget=budget,
+                                 num_starts=None if known is None else 4 * problem.b)
+        self.rounds += 1
+        return Proposal(np.asarray(q))
+
+    def observe(self, added: int) -> None:
+        self.exhausted = added == 0 and self.rounds >= self.patience
+
+
+#: Names accepted by ``reconstruct(method=...)``.
+METHODS = ("sample", "dictionary", "auto")
+
+
+def sources_for(method: str | Sequence[DirectionSource]) -> list[DirectionSource]:
+    """``method`` as an ordered list of fresh sources. "auto": the dictionary first (it
+    hands over once a round finds nothing new), the sampler for whatever is missing;
+    "dictionary" alone keeps going for DICTIONARY_PATIENCE rounds of nothing new."""
+    if isinstance(method, str):
+        if method == "sample":
+            return [Sampler()]
+        if method == "dictionary":
+            return [Dictionary(patience=DICTIONARY_PATIENCE)]
+        if method == "auto":
+            return [Dictionary(patience=1), Sampler()]
+        raise ValueError(f"method must be one of {METHODS} or a list of direction sources, "
+                         f"got {method!r}")
+    sources = list(method)
+    if not sources or not all(isinstance(s, DirectionSource) for s in sources):
+        raise ValueError("method must name a method or be a non-empty list of direction sources "
+                         "(objects with name, exhausted, propose and observe)")
+    return sources
