@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from gradients import first_layer_gradients, matched_relative_errors
-from spear.attack.certify import Certifier
-from spear.attack.decompose import factorize
+from spear.attack import prepare
 from spear.attack.dictionary import dictionary_proposals
-from spear.attack.kernel import default_min_zeros, row_thresholds
+from spear.attack.tolerance import default_min_zeros, row_thresholds
 from spear.attack.scale import scales
 from spear.attack.select import CandidatePool, greedy_independent
 
@@ -19,24 +18,18 @@ EXACT_COS = 1 - 1e-6
 
 
 def _layer(b, m, positive, dtype, seed):
-    """What reconstruct hands to the proposals (L without zero rows, thresholds), plus the
-    true unit columns of Q computed from the known inputs, and the pieces for a certificate."""
+    """What reconstruct hands to the proposals (the prepared problem: live rows of L, the
+    tolerance policy), plus the true unit columns of Q computed from the known inputs."""
     g = first_layer_gradients(b, width=m, n=784, positive=positive, dtype=dtype, seed=seed)
-    gW = g.grad_weight.double().numpy()
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
-    fac = factorize(np, gW, b, np_dtype)
-    s = fac.singular_values
-    noise = float(max(s[b] if len(s) > b else 0.0, np.finfo(np.float64).eps * s[0]) / s[b - 1])
-    tol = float(np.clip(1e3 * noise, 1e-11, 1e-4))
-    keep = np.abs(gW).sum(axis=1) > 0
-    fac.L[~keep] = 0
-    L = np.ascontiguousarray(fac.L[keep])
+    p = prepare(g.grad_weight, g.grad_bias, b, weight=g.weight, bias=g.bias, device="cpu")
     X = g.inputs                                              # b x n
+    gW = g.grad_weight.double().numpy()
     dZ = gW @ X.T @ np.linalg.inv(X @ X.T)                    # m x b, exact up to rounding
-    Qtrue = np.linalg.lstsq(L, dZ[keep], rcond=None)[0]
+    Qtrue = np.linalg.lstsq(p.L_live, dZ[p.live], rcond=None)[0]
     Qtrue = (Qtrue / np.linalg.norm(Qtrue, axis=0)).T         # rows
-    return dict(g=g, fac=fac, L=L, thresh=row_thresholds(L, tol), tol=tol, noise=noise,
-                min_zeros=default_min_zeros(L.shape[0], b, tol), Qtrue=Qtrue)
+    t = p.tolerances
+    return dict(g=g, problem=p, L=p.L_live, thresh=t.thresh, thresh_pool=t.thresh_pool,
+                min_zeros=t.min_zeros, Qtrue=Qtrue)
 
 
 def _hits(Qtrue, q):
@@ -123,10 +116,9 @@ def test_end_to_end_exact_and_certified(positive):
     inputs -> certificate, on float32 gradients at b = 32."""
     b, m = 32, 1000
     d = _layer(b, m, positive, torch.float32, seed=5)
-    g, fac = d["g"], d["fac"]
-    pool = CandidatePool(d["L"], d["thresh"], row_thresholds(d["L"], d["tol"] / 10))
-    certifier = Certifier(np, fac.L, fac.R, g.weight.double().numpy(), g.bias.double().numpy(),
-                          d["noise"])
+    g, p = d["g"], d["problem"]
+    pool = CandidatePool(d["L"], d["thresh"], d["thresh_pool"])
+    certifier = p.certifier
     known, cert = None, None
     for rnd in range(5):
         pool.add(dictionary_proposals(d["L"], thresh=d["thresh"], min_zeros=d["min_zeros"],
@@ -136,14 +128,14 @@ def test_end_to_end_exact_and_certified(positive):
         if len(chosen) < b:
             continue
         Qunit = pool.q[chosen].T
-        Q = Qunit * scales(np, fac.L, Qunit, g.grad_bias.double().numpy())[None, :]
+        Q = Qunit * scales(np, p.L, Qunit, p.gb)[None, :]
         cert = certifier(Q)
         if cert.certified:
             break
         # A mixture stands in for a missing column: steer by the certified columns.
         known = pool.q[[c for c, v in zip(chosen, cert.per_column) if v == 0]]
     assert cert is not None and cert.certified, (rnd, len(chosen))
-    X = np.linalg.solve(Q, fac.R)
+    X = np.linalg.solve(Q, p.R)
     assert matched_relative_errors(X, g.inputs).max() < 1e-4
 
 

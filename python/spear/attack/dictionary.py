@@ -54,11 +54,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .budget import Budget, expired
-from .tolerance import (COMPLEMENT_REL, CREDIBLE_ZERO_RATIO, DUPLICATE_COS_GAP, INDEPENDENCE_TOL,
+from .tolerance import (COMPLEMENT_REL, CREDIBLE_ZERO_RATIO, DUPLICATE_COS, INDEPENDENCE_TOL,
                         MERGE_COS, MIXTURE_LEVEL, ZERO_GAP_RATIO)
-
-#: Output directions within this |cos| are the same.
-_DUP_COS = 1 - DUPLICATE_COS_GAP
 
 
 @dataclass
@@ -195,11 +192,11 @@ def _exact_directions(xp, wh: _Whitened, P, min_zeros: int) -> np.ndarray:
     # Columns of one batch are about equally sparse; near-exact points stuck on b-1 rows
     # plus a few parallel ones are not (and would only cost the caller a polish each).
     floor = max(min_zeros, min(2 * (b - 1), int(0.5 * z.max())))
-    out = _dedupe_rows(_host(xp, Qc[xp.asarray(np.flatnonzero(z >= floor))]), _DUP_COS)
+    out = _dedupe_rows(_host(xp, Qc[xp.asarray(np.flatnonzero(z >= floor))]), DUPLICATE_COS)
     if len(out):
         out = polish_exact(xp, Ln, tr, xp.asarray(out))
         z = _host(xp, (xp.abs(out @ Ln.T) <= tr[None, :]).sum(axis=1))
-        out = _dedupe_rows(_host(xp, out[xp.asarray(np.flatnonzero(z >= floor))]), _DUP_COS)
+        out = _dedupe_rows(_host(xp, out[xp.asarray(np.flatnonzero(z >= floor))]), DUPLICATE_COS)
     return out
 
 
@@ -334,13 +331,13 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
     tol = float(_host(xp, tr.max()))
     queue = [np.asarray(q, dtype=np.float64) for q in Q]
     done = np.empty((0, b)) if skip is None else np.asarray(skip, dtype=np.float64).reshape(-1, b)
-    queue = [q for q in queue if not (len(done) and np.abs(done @ q).max() > _DUP_COS)]
+    queue = [q for q in queue if not (len(done) and np.abs(done @ q).max() > DUPLICATE_COS)]
     out = []
     visits = 0
     max_visits = max_visits if max_visits is not None else 4 * len(queue) + 4 * b
     while queue:
         q = queue.pop(0)
-        if len(done) and np.abs(done @ q).max() > _DUP_COS:
+        if len(done) and np.abs(done @ q).max() > DUPLICATE_COS:
             continue
         done = np.vstack([done, q])
         timeout = expired(budget)
@@ -381,7 +378,7 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
             queue.extend(kids)
         else:
             out.append(q)
-    return _dedupe_rows(np.array(out).reshape(-1, b), _DUP_COS)
+    return _dedupe_rows(np.array(out).reshape(-1, b), DUPLICATE_COS)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -47,6 +47,7 @@ EXACT_TAIL, NOISY_TAIL = 1e-12, 1e-4
 # ----------------------------------------------------------------------- directions
 #: |cos| above 1 - DUPLICATE_COS_GAP counts as the same direction (pool and dictionary).
 DUPLICATE_COS_GAP = 1e-6
+DUPLICATE_COS = 1 - DUPLICATE_COS_GAP
 #: Dictionary ADM starts that end within this |cos| of each other are one start.
 MERGE_COS = 0.99
 #: A candidate is independent of the chosen ones when its residual norm exceeds this.

@@ -30,7 +30,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.func import jacrev, vmap
 
-from ..attack.decompose import factorize
+from ..attack.problem import prepare
 from .inverting_gradients import (GradientMatching, IGConfig, InversionResult, _bounds, check_labels,
                                   check_target_gradients, optimize, prepare_model, resolve_device)
 
@@ -68,9 +68,10 @@ def span_inverting_gradients(
     model: an ``nn.Sequential`` whose first module is the ``nn.Linear`` SPEAR attacked
         (the model input is that layer's input, e.g. ``spear.fl.make_fcnn``).
     target_gradients, labels: as in ``inverting_gradients`` (labels in any order).
-    directions: ``Reconstruction.directions`` (b x k unit columns, k < b allowed) from
-        ``spear.reconstruct`` run on the same gradient with ``batch_size=b``; None or
-        k = 0 for the span-only optimization.
+    directions: the :class:`~spear.Reconstruction` that ran out of budget (its ``factor``
+        says what its directions mean), or its ``directions`` array (b x k unit columns,
+        k < b allowed) from ``spear.reconstruct`` run on the same gradient with
+        ``batch_size=b``; None or k = 0 for the span-only optimization.
     relabel_every: iterations between label re-pairings (default: iterations // 20).
     Returns an :class:`InversionResult`; ``stats`` holds k and the final labels, which
     are paired with the rows of ``inputs``.
@@ -88,11 +89,19 @@ def span_inverting_gradients(
     num_classes = work(torch.zeros((1, gW.shape[1]), dtype=gW.dtype, device=device)).shape[-1]
     y = check_labels(labels, None, num_classes)
     b = len(y)
-    gW64 = gW.detach().cpu().double().numpy()
-    # The same call as inside spear.reconstruct, so directions refer to the same L and R.
-    fac = factorize(np, gW64, b, np.dtype(str(gW.dtype).replace("torch.", "")))
-    s = fac.singular_values[:b]
-    V = fac.R / np.sqrt(s)[:, None]                                   # (b, n) orthonormal rows
+    factor = getattr(directions, "factor", None)
+    if factor is None:
+        # An array of directions: factor the gradient as spear.reconstruct does, so that
+        # they refer to the same L and R.
+        gb = target[f"{first_name}.bias" if first_name else "bias"]
+        factor = prepare(gW, gb, b, device="cpu").factor()
+    else:
+        directions = directions.directions
+    if factor.batch_size != b:
+        raise ValueError(f"the reconstruction is for b = {factor.batch_size} inputs, "
+                         f"but {b} labels were given")
+    s = factor.spectrum[:b]
+    V = factor.R / np.sqrt(s)[:, None]                                # (b, n) orthonormal rows
     q = np.zeros((b, 0)) if directions is None or np.size(directions) == 0 else np.asarray(directions, np.float64)
     if q.ndim != 2 or q.shape[0] != b or q.shape[1] > b or not np.isfinite(q).all():
         raise ValueError(f"directions must be a finite (b={b}) x k array with k <= b, got shape {q.shape}")
@@ -102,7 +111,7 @@ def span_inverting_gradients(
     dtype = next(work.parameters()).dtype
     proj = torch.as_tensor(_row_projectors(U, b), dtype=dtype, device=device)
     Vt = torch.as_tensor(V, dtype=dtype, device=device)
-    delta = torch.as_tensor(fac.L @ q, dtype=torch.float64)           # (m, k): L q_j, known up to scale
+    delta = torch.as_tensor(factor.L @ q, dtype=torch.float64)        # (m, k): L q_j, known up to scale
 
     n = gW.shape[1]
     size = float(np.sqrt(n))      # a Gaussian start has rows of norm ~sqrt(n), as in pixel space
