@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .tolerance import (GRADED_MARGIN, GRADED_REL_CAP, MAX_JUDGED_REL, MAX_VIOLATION_RATE,
-                        NOISE_SIGMAS, OUTLIER_FACTOR, RATE_FLOOR, VERIFY_BIAS_FACTOR,
+                        MIN_JUDGED_PER_COLUMN, NOISE_SIGMAS, OUTLIER_FACTOR, RATE_FLOOR, VERIFY_BIAS_FACTOR,
                         VERIFY_FIT_FACTOR, certificate_rel)
 
 
@@ -35,6 +35,7 @@ class Certificate:
     violation_rate: float = 0.0
     consistent: bool = False         # low violation rate, and no column standing out
     column_rates: np.ndarray | None = None   # the graded rate of each column
+    column_judged: np.ndarray | None = None  # entries the graded check judged, per column
 
     def badness(self) -> tuple[int, float]:
         """Order for comparing candidate sets: exact violations, then the graded rate."""
@@ -83,14 +84,17 @@ class Certifier:
         # check counts Z' below a fraction of the row's typical |Z'|.
         row_scale = xp.median(xp.abs(Z), axis=1)[:, None]
         wrong = judged & (Z < -xp.maximum(self.rel_graded * z_scale, GRADED_MARGIN * row_scale))
-        rate = _np(xp, wrong.sum(axis=0)) / np.maximum(_np(xp, judged.sum(axis=0)), 1)
+        counts = _np(xp, judged.sum(axis=0))
+        rate = _np(xp, wrong.sum(axis=0)) / np.maximum(counts, 1)
         max_rate = float(rate.max()) if rate.size else 0.0
         typical = float(np.median(rate)) if rate.size else 0.0
         consistent = (max_rate <= MAX_VIOLATION_RATE
-                      and max_rate <= OUTLIER_FACTOR * (typical + RATE_FLOOR))
+                      and max_rate <= OUTLIER_FACTOR * (typical + RATE_FLOOR)
+                      and counts.size > 0 and int(counts.min()) >= MIN_JUDGED_PER_COLUMN)
         return Certificate(bool(per_col.sum() == 0 and self.meaningful), int(per_col.sum()),
                            per_col, float(_np(xp, nonzero.mean())),
-                           violation_rate=max_rate, consistent=consistent, column_rates=rate)
+                           violation_rate=max_rate, consistent=consistent, column_rates=rate,
+                           column_judged=counts.astype(np.int64))
 
 
 def _np(xp, a):

@@ -11,18 +11,27 @@ from typing import Any
 
 import numpy as np
 
+from .budget import Budget
 from .certify import Certificate
+from .diagnose import diagnose, verdict_of
 from .problem import Factor, Problem
 from .search import SearchOutcome
+from .tolerance import OUTLIER_FACTOR, RATE_FLOOR
 
 
 @dataclass
 class Reconstruction:
     """Result of :func:`spear.reconstruct`.
 
-    inputs: (b, n) recovered inputs, one per row, in arbitrary order; None when incomplete.
-    complete: all b independent directions were found (and, with the layer given, the
-        certificate's graded check calls them consistent).
+    inputs: (b, n) recovered inputs, one per row, in arbitrary order; None unless the
+        verdict is certified, consistent or (opted in) unverified.
+    complete: the verdict is "certified" or "consistent": all b independent directions
+        were found and the certificate's graded check calls them consistent.
+    verdict: "certified" | "consistent" | "unverified" | "rejected" | "incomplete"
+        (see :mod:`spear.attack.diagnose`).
+    diagnosis: why the result is less than certified, with the numbers; None when certified.
+    input_status: one status per row of ``inputs`` ("certified", "consistent", "suspect":
+        its column stands out in the graded check, "unverified"); None without inputs.
     certified: the certificate's exact verdict when weight and bias were given, else None.
         Under noise (DP, FedAvg drift) it is False: exactness cannot be proven there, and
         ``certificate.violation_rate`` grades the result instead.
@@ -44,33 +53,49 @@ class Reconstruction:
     certificate: Certificate | None = None
     fit: dict[str, float] = field(default_factory=dict)
     factor: Factor | None = None
+    verdict: str = "incomplete"
+    diagnosis: str | None = None
+    input_status: list[str] | None = None
 
     def __repr__(self) -> str:
-        return (f"Reconstruction(batch_size={self.batch_size}, complete={self.complete}, "
-                f"certified={self.certified}, samples={self.stats.get('samples')}, "
-                f"backend={self.stats.get('backend')!r})")
+        return (f"Reconstruction(batch_size={self.batch_size}, verdict={self.verdict!r}, "
+                f"complete={self.complete}, certified={self.certified}, "
+                f"samples={self.stats.get('samples')}, backend={self.stats.get('backend')!r})")
 
 
-def finish(problem: Problem, outcome: SearchOutcome, stats: dict) -> Reconstruction:
+def finish(problem: Problem, outcome: SearchOutcome, budget: Budget, stats: dict) -> Reconstruction:
     """The verdict on a search: with the layer known, only a set the certificate calls at
     least consistent counts as complete. Consistent is graded evidence, not proof (a wrong
-    set with violations spread evenly can pass it); only ``certified`` proves."""
+    set with violations spread evenly can pass it); only ``certified`` proves. Without the
+    layer (opt-in) nothing is checked: the inputs come back, never called complete."""
     sel = outcome.selection
-    inputs = cert = None
-    certified = None if problem.certifier is None else False
-    fit: dict[str, float] = {}
-    if sel is not None:
-        cert = sel.certificate
-        if cert is not None:
-            certified = bool(cert.certified)
-        fit = _fit(problem, sel.Q)
-    complete = sel is not None and (cert is None or cert.consistent)
-    if complete:
+    has_layer = problem.certifier is not None
+    verdict = verdict_of(sel, has_layer)
+    cert = sel.certificate if sel is not None else None
+    inputs = status = None
+    if verdict in ("certified", "consistent", "unverified"):
         inputs = problem.backend.to_numpy(sel.X)
-    return Reconstruction(inputs=inputs, complete=complete, certified=certified,
+        status = _input_status(verdict, cert, problem.b)
+    stats["verdict"] = verdict
+    diagnosis = diagnose(problem, outcome, budget, verdict)
+    return Reconstruction(inputs=inputs, complete=verdict in ("certified", "consistent"),
+                          certified=None if not has_layer else verdict == "certified",
                           batch_size=problem.b, directions=outcome.directions,
                           noise_level=problem.tolerances.noise_rel, stats=stats,
-                          certificate=cert, fit=fit, factor=problem.factor())
+                          certificate=cert, fit={} if sel is None else _fit(problem, sel.Q),
+                          factor=problem.factor(), verdict=verdict, diagnosis=diagnosis,
+                          input_status=status)
+
+
+def _input_status(verdict: str, cert: Certificate | None, b: int) -> list[str]:
+    if verdict != "consistent":
+        return [verdict] * b
+    rates = cert.column_rates
+    typical = float(np.median(rates))
+    # A column well above the others is what a wrong direction looks like (the graded
+    # check's outlier rule, applied per column).
+    return ["suspect" if r > OUTLIER_FACTOR * (typical + RATE_FLOOR) else "consistent"
+            for r in rates]
 
 
 def _fit(problem: Problem, Q) -> dict[str, float]:

@@ -90,6 +90,11 @@ def prepare(grad_weight, grad_bias, batch_size: int | None = None, *, weight=Non
     gb = be.asarray(grad_bias, dtype=xp.float64)
     validate.check_finite(xp, gW, "grad_weight")
     validate.check_finite(xp, gb, "grad_bias")
+    if not bool(xp.any(gb != 0)) and bool(xp.any(gW != 0)):
+        raise ValueError(
+            "grad_bias is zero while grad_weight is not: the layer has no bias (or a frozen "
+            "one). SPEAR reads each input's scale from the bias gradient (dZ 1 = grad_bias), "
+            "so a Linear without bias cannot be inverted by it")
     W = Bv = None
     if weight is not None:
         W, Bv = be.asarray(weight, dtype=xp.float64), be.asarray(bias, dtype=xp.float64)

@@ -26,7 +26,8 @@ __all__ = ["METHODS", "Reconstruction", "reconstruct"]
 def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight=None, bias=None,
                 device: str = "auto", seed: int = 0, max_samples: int | None = None,
                 time_limit: float | None = None, progress: bool = False,
-                method: str | Sequence[DirectionSource] = "auto") -> Reconstruction:
+                method: str | Sequence[DirectionSource] = "auto",
+                unverified: bool = False) -> Reconstruction:
     """Recover the inputs of a linear layer followed by a ReLU from its gradients.
 
     Parameters
@@ -34,7 +35,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     grad_weight, grad_bias : (m, n) and (m,) gradients (or an update scaled like one) as
         numpy arrays, torch tensors or CuPy arrays, float32 or float64.
     batch_size : number of inputs b; None infers it from the singular value gap.
-    weight, bias : the layer's parameters (the server knows them); enable the certificate.
+    weight, bias : the layer's parameters (the server always has them): the certificate
+        checks the answer against them. Required unless ``unverified=True``.
     device : "auto", "cpu" or "cuda".
     seed : sampler seed (same seed, same submatrices on every backend).
     max_samples, time_limit : the budget (sampler samples, seconds). When spent the
@@ -44,9 +46,15 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
         compiled kernel), "dictionary" (sparse dictionary recovery from many starts, for
         large batches), "auto" (dictionary proposals first, the sampler for the rest), or
         an ordered list of :class:`~spear.attack.sources.DirectionSource` objects.
+    unverified : opt in to attacking without weight and bias. Nothing can then check the
+        answer: the inputs come back with verdict "unverified", never ``complete``.
     """
     budget = Budget(time_limit=time_limit, max_samples=max_samples)
     sources = sources_for(method)
+    if weight is None and bias is None and not unverified:
+        raise ValueError("reconstruct needs the layer's weight and bias to check its answer (a "
+                         "server always has them); pass unverified=True to attack without them, "
+                         "and the result is then never called complete")
     problem = prepare(grad_weight, grad_bias, batch_size, weight=weight, bias=bias, device=device)
     t0 = time.perf_counter()
     outcome = search(problem, sources, budget, seed=seed, progress=progress)
@@ -59,7 +67,7 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
              "method": method if isinstance(method, str) else [s.name for s in sources],
              "rounds": outcome.rounds, "dictionary_rounds": outcome.rounds.get("dictionary", 0),
              "source_seconds": {k: v for k, v in outcome.seconds.items() if k != "selection"}}
-    rec = finish(problem, outcome, stats)
+    rec = finish(problem, outcome, budget, stats)
     seconds["total"] = budget.elapsed()
     rec.stats["seconds"] = seconds
     return rec

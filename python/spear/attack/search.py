@@ -40,6 +40,8 @@ class SearchOutcome:
     candidates: int                  # raw proposals merged into the pool
     rounds: dict[str, int] = field(default_factory=dict)   # turns per source
     seconds: dict[str, float] = field(default_factory=dict)
+    exhausted: bool = False          # every source ran out of proposals
+    zero_fraction: float | None = None   # median zero fraction of the selected directions
 
 
 class Selector:
@@ -51,6 +53,7 @@ class Selector:
         self.found = 0
         self.seconds = 0.0
         self.best_directions = np.empty((0, 0))
+        self.chosen: list[int] = []
         self._last_key: tuple = ()
         self._last_choice: list[int] = []
 
@@ -61,12 +64,12 @@ class Selector:
             b = self.problem.b
             order = pool.order()
             chosen = greedy_independent(pool.q, order, b, tol=self.tol)
-            self.found = len(chosen)
+            self.found, self.chosen = len(chosen), chosen
             self.best_directions = pool.q[chosen].T.copy()
             if len(chosen) < b:
                 return None
             if self.problem.certifier is not None:
-                chosen = self._revisit(pool, order, chosen)
+                chosen = self.chosen = self._revisit(pool, order, chosen)
                 self.best_directions = pool.q[chosen].T.copy()
             Q = self._scaled(pool.q[chosen])
             X = self.problem.xp.linalg.solve(Q, self.problem.R)
@@ -165,8 +168,10 @@ def search(problem: Problem, sources: list, budget: Budget, *, seed: int = 0,
         if bar is not None:
             bar.close()
     seconds["selection"] = selector.seconds
+    zeros = pool.zeros[selector.chosen] if len(selector.chosen) else None
     return SearchOutcome(selection, selector.best_directions, selector.found, len(pool), raw,
-                         turns, seconds)
+                         turns, seconds, exhausted=bool(sources) and all(s.exhausted for s in sources),
+                         zero_fraction=None if zeros is None else float(np.median(zeros)) / len(pool.L))
 
 
 def _done(problem: Problem, selection: Selection | None, budget: Budget, first: int | None):

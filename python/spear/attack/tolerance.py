@@ -97,6 +97,11 @@ OUTLIER_FACTOR, RATE_FLOOR = 5.0, 0.005
 GRADED_MARGIN = 0.1
 #: Entries of dZ within this many noise standard deviations of zero are not judged.
 NOISE_SIGMAS = 3.0
+#: A column with fewer judged entries says nothing, and a set with such a column is not
+#: consistent: a wrong column (violation rate ~0.5) shows at least 2 violations in 10
+#: judged entries with probability 0.99. (verify on 15 of 16 inputs judged none: the
+#: 16th input's share of gW reads as noise and swamps every entry.)
+MIN_JUDGED_PER_COLUMN = 10
 #: ``verify``: the candidate batch must explain gW to within VERIFY_FIT_FACTOR * noise_rel
 #: (relative), and gb to within 10 times that.
 VERIFY_FIT_FACTOR, VERIFY_BIAS_FACTOR = 1e3, 10.0
