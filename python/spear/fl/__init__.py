@@ -6,10 +6,12 @@ from .client import PROTOCOLS, ClientConfig, client_update, minibatch_schedule
 from .layers import attackable_layer, check_followed_by_relu, layer_input, linear_layers
 from .models import feature_extractor, make_fcnn, make_vgg
 from .payload import LayerPayload, layer_payload
+from .training import TrainConfig, train_classifier
 
 __all__ = [
     "PROTOCOLS",
     "ClientConfig",
+    "TrainConfig",
     "LayerPayload",
     "attackable_layer",
     "check_followed_by_relu",
@@ -21,4 +23,5 @@ __all__ = [
     "make_fcnn",
     "make_vgg",
     "minibatch_schedule",
+    "train_classifier",
 ]
