@@ -79,6 +79,35 @@ def test_all_positive_without_layer_is_never_called_complete(seed):
         assert checked.inputs is None and checked.diagnosis
 
 
+def test_more_inputs_than_the_gradient_shows_is_a_partial_result(small):
+    # b = 4 inputs, asked for 5: the fifth would lie below float64 rounding (e.g. an input
+    # whose every neuron is off). The 4 visible ones come back certified, the rest is named.
+    rec = spear.reconstruct(small.grad_weight, small.grad_bias, 5, weight=small.weight,
+                            bias=small.bias)
+    assert rec.verdict == "partial" and not rec.complete and rec.certified
+    assert rec.batch_size == 5 and rec.inputs.shape == (4, 20)
+    assert rec.input_status == ["certified"] * 4
+    assert "4 of 5 inputs" in rec.diagnosis and "below the level" in rec.diagnosis
+    assert matched_relative_errors(rec.inputs, small.inputs).max() < 1e-8
+
+
+def test_no_gap_in_the_spectrum_needs_a_batch_size():
+    g = first_layer_gradients(6, dtype=torch.float64, seed=4)
+    gw = g.grad_weight.numpy()
+    # Noise as strong as the batch itself: its singular values do not stand out.
+    noisy = gw + 0.3 * np.abs(gw).max() * np.random.default_rng(0).standard_normal(gw.shape)
+    with pytest.raises(ValueError, match="no gap"):
+        spear.reconstruct(noisy, g.grad_bias, weight=g.weight, bias=g.bias)
+
+
+def test_verify_on_a_subset_is_not_consistent():
+    # 15 of 16 true inputs: every sign agrees, but the gradient shows 16 inputs.
+    g = first_layer_gradients(16, dtype=torch.float32, seed=3)
+    v = spear.verify(g.grad_weight, g.grad_bias, g.weight, g.bias, g.inputs[:15])
+    assert not v.certified and not v.consistent
+    assert spear.verify(g.grad_weight, g.grad_bias, g.weight, g.bias, g.inputs).certified
+
+
 def test_a_linear_without_bias_is_a_clear_error(small):
     with pytest.raises(ValueError, match="no bias"):
         spear.reconstruct(small.grad_weight, torch.zeros_like(small.grad_bias),
@@ -167,7 +196,7 @@ def test_accepts_numpy_torch_and_mixed(small):
     (lambda g: dict(grad_bias=_poke(g.grad_bias, np.inf)), ValueError, "NaN or Inf"),
     (lambda g: dict(weight=_poke(g.weight, np.nan)), ValueError, "NaN or Inf"),
     (lambda g: dict(batch_size=21), ValueError, "min\\(m, n\\)"),
-    (lambda g: dict(batch_size=5), ValueError, "numerical rank 4"),
+    (lambda g: dict(batch_size=3), ValueError, "smaller than the evident rank 4"),
     (lambda g: dict(batch_size=0), ValueError, ">= 1"),
     (lambda g: dict(batch_size=2.0), TypeError, "int"),
     (lambda g: dict(grad_weight=torch.zeros_like(g.grad_weight), grad_bias=torch.zeros_like(g.grad_bias)), ValueError, "zero"),

@@ -108,7 +108,7 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
     """
     from . import backend as _backend
     from . import validate
-    from .decompose import leading_spectrum, noise_std, relative_noise
+    from .decompose import evident_rank, leading_spectrum, noise_std, relative_noise
 
     m, n, dtype = validate.check_gradients(grad_weight, grad_bias)
     validate.check_layer(weight, bias, m, n)
@@ -125,10 +125,11 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
                     (X, "inputs")):
         validate.check_finite(xp, a, what)
     b = X.shape[0]
-    sigma = 0.0
+    sigma, shown = 0.0, None
     if b < min(m, n):
         spectrum = leading_spectrum(xp, gW, b + 1)[3]
         noise, sigma = relative_noise(spectrum, b), noise_std(spectrum, b, m, n)
+        shown = evident_rank(spectrum, (m, n), dtype).rank
     else:
         noise = float(np.finfo(np.float64).eps)
     pinv = xp.linalg.solve(X @ X.T, X)                                # b x n, rows of X^+T
@@ -145,4 +146,8 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
               and bias_residual <= VERIFY_FIT_FACTOR * noise * VERIFY_BIAS_FACTOR)
     cert.certified = bool(cert.certified and ok_fit)
     cert.residual, cert.bias_residual = residual, bias_residual
+    if shown is not None and shown > b:
+        # The gradient shows more inputs than the candidate has: whatever its signs say,
+        # it does not explain the update (e.g. 15 of 16 true inputs).
+        cert.certified = cert.consistent = False
     return cert

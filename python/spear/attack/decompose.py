@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tolerance import rank_floor
+from .tolerance import RANK_GAP, RANK_MIN_STEP, rank_level
 
 # A gradient this much larger in n than m goes through the Gram matrix.
 GRAM_RATIO = 2
@@ -22,7 +22,8 @@ class Factorization:
     L: object          # m x b (xp array)
     R: object          # b x n
     singular_values: np.ndarray  # leading singular values (numpy), at least b + 1 when available
-    noise_floor: float  # singular values below this are numerical noise
+    rank: "RankEstimate"         # what the spectrum's structure says
+    requested: int               # the batch size asked for (>= b: the rest is below the level)
 
 
 def leading_spectrum(xp, gW, k: int):
@@ -35,7 +36,10 @@ def leading_spectrum(xp, gW, k: int):
         G = A @ A.T
         w, V = xp.linalg.eigh(G)                       # ascending
         w, V = w[::-1], V[:, ::-1]
-        spectrum = np.sqrt(np.clip(_np(xp, w), 0, None))
+        # The Gram matrix's small eigenvalues are only accurate to ~eps s_1^2 (singular
+        # values ~1e-8 s_1): the whole spectrum, which the batch size is read from, comes
+        # from the triangular factor of A^T instead (backward stable, never n x n).
+        spectrum = _np(xp, xp.linalg.svd(xp.linalg.qr(A.T, mode="r"), compute_uv=False))
         Uk = V[:, :k]
         # Rayleigh-Ritz on span(A^T Uk): accurate to rounding of A, not of A A^T.
         B, _ = xp.linalg.qr(A.T @ Uk)                  # (big x k), orthonormal
@@ -75,15 +79,40 @@ def noise_scale(spectrum: np.ndarray, b: int, m: int, n: int) -> float:
     return noise_std(spectrum, b, m, n) / float(np.sqrt(spectrum[b - 1]))
 
 
-def numerical_rank(spectrum: np.ndarray, floor: float) -> int:
-    """Number of singular values above the noise floor (the batch size of an exact gradient)."""
-    return int(np.count_nonzero(spectrum > floor))
+@dataclass
+class RankEstimate:
+    """Where the spectrum falls to the level no input reaches (see tolerance.RANK_*).
+    rank: the evident batch size, or None when the spectrum shows no gap (additive noise
+    over everything, or a batch of half the smaller dimension or more)."""
+
+    rank: int | None
+    level: float
+    above: int          # singular values above RANK_GAP * level
+
+    def describe(self, spectrum: np.ndarray) -> str:
+        r = self.above
+        edge = (f"s{r} = {spectrum[r - 1]:.3g}, " if r else "") + (
+            f"s{r + 1} = {spectrum[r]:.3g}" if r < len(spectrum) else "")
+        return f"{edge} against a level of {self.level:.3g} ({RANK_GAP:g}x: {RANK_GAP * self.level:.3g})"
+
+
+def evident_rank(spectrum: np.ndarray, shape: tuple[int, int], dtype) -> RankEstimate:
+    """The batch size the spectrum shows, from its structure rather than a fixed floor."""
+    s = np.asarray(spectrum, dtype=np.float64)
+    level = rank_level(s, dtype)
+    r = int(np.count_nonzero(s > RANK_GAP * level))
+    step = s[r - 1] / max(float(s[r]), 1e-300) if 0 < r < len(s) else np.inf
+    gap = 0 < r < min(shape) // 2 and step >= RANK_MIN_STEP
+    return RankEstimate(rank=r if gap else None, level=level, above=r)
 
 
 def factorize(xp, gW, batch_size: int | None, dtype: np.dtype) -> Factorization:
     """Factor gW = L R for ``batch_size`` (inferred from the spectrum when None).
 
-    Raises ValueError when the gradient is zero or its numerical rank is below batch_size.
+    With a batch_size larger than the evident rank r, only r inputs stand above the level
+    of rounding or noise: the factor has r columns (the rest cannot be recovered by anyone,
+    and the result says so). Raises ValueError when the gradient is zero, when batch_size
+    is smaller than the evident rank, or when there is no gap to infer it from.
     """
     m, n = gW.shape
     kmax = min(m, n)
@@ -91,20 +120,25 @@ def factorize(xp, gW, batch_size: int | None, dtype: np.dtype) -> Factorization:
     U, s, Vt, spectrum = leading_spectrum(xp, gW, want)
     if not spectrum[0] > 0:
         raise ValueError("the gradient is zero: there is nothing to reconstruct")
-    floor = rank_floor(spectrum[0], dtype, (m, n))
-    rank = numerical_rank(spectrum, floor)
+    est = evident_rank(spectrum, (m, n), dtype)
     if batch_size is None:
-        batch_size = rank
-    elif batch_size > rank:
+        if est.rank is None:
+            raise ValueError("cannot infer the batch size: the singular values of grad_weight show "
+                             f"no gap ({est.above} above the cut; {est.describe(spectrum)}); "
+                             "pass batch_size")
+        b = est.rank
+    elif est.rank is not None and est.rank > batch_size:
         raise ValueError(
-            f"batch_size {batch_size} exceeds the numerical rank {rank} of grad_weight "
-            f"(singular values {spectrum[max(rank - 1, 0)]:.3g} then {spectrum[rank] if rank < len(spectrum) else 0:.3g} "
-            "against a noise floor {:.3g}): the gradient cannot come from that many distinct inputs".format(floor))
-    b = batch_size
+            f"batch_size {batch_size} is smaller than the evident rank {est.rank} of grad_weight "
+            f"({est.describe(spectrum)}): {batch_size} inputs cannot explain it; pass "
+            f"batch_size={est.rank} or None")
+    else:
+        b = batch_size if est.rank is None else est.rank
     root = xp.sqrt(s[:b])
     L = U[:, :b] * root[None, :]
     R = root[:, None] * Vt[:b]
-    return Factorization(L=L, R=R, singular_values=spectrum[: b + 1].copy(), noise_floor=floor)
+    return Factorization(L=L, R=R, singular_values=spectrum[: b + 1].copy(), rank=est,
+                         requested=batch_size if batch_size is not None else b)
 
 
 def _np(xp, a) -> np.ndarray:

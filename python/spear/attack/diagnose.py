@@ -9,6 +9,9 @@ Verdicts, strongest first:
 - ``unverified``: b directions, but nothing was checked (no weight and bias given).
 - ``rejected``: b directions, and the certificate rejects the set.
 - ``incomplete``: fewer than b independent directions were found.
+- ``partial``: the gradient shows fewer inputs than the batch size asked for (the rest lie
+  below the level of rounding or noise: nobody can recover them); the inputs it shows
+  are certified or consistent.
 
 Only ``certified`` and ``consistent`` count as complete.
 """
@@ -19,9 +22,9 @@ import math
 import numpy as np
 
 from .budget import Budget
-from .tolerance import MAX_JUDGED_REL, MAX_VIOLATION_RATE, RANK_FLOOR_FACTOR
+from .tolerance import MAX_JUDGED_REL, MAX_VIOLATION_RATE, WEAK_FACTOR
 
-VERDICTS = ("certified", "consistent", "unverified", "rejected", "incomplete")
+VERDICTS = ("certified", "consistent", "partial", "unverified", "rejected", "incomplete")
 #: The sampler is out of reach once its expected sample count passes this (about a day
 #: of the CPU kernel at 7e5 samples/s on two cores).
 SAMPLER_REACH = 1e11
@@ -31,15 +34,17 @@ SAMPLER_REACH = 1e11
 DICTIONARY_WIDTH_PER_INPUT = 15
 
 
-def verdict_of(selection, has_layer: bool) -> str:
+def verdict_of(selection, has_layer: bool, partial: bool = False) -> str:
     if selection is None:
         return "incomplete"
     cert = selection.certificate
     if not has_layer or cert is None:
         return "unverified"
-    if cert.certified:
-        return "certified"
-    return "consistent" if cert.consistent else "rejected"
+    if not (cert.certified or cert.consistent):
+        return "rejected"
+    if partial:
+        return "partial"
+    return "certified" if cert.certified else "consistent"
 
 
 def diagnose(problem, outcome, budget: Budget, verdict: str) -> str | None:
@@ -58,6 +63,8 @@ def diagnose(problem, outcome, budget: Budget, verdict: str) -> str | None:
         parts.append(f"the certificate rejects the set: worst column violation rate "
                      f"{cert.violation_rate:.3g} (consistent up to {MAX_VIOLATION_RATE}), "
                      f"{cert.violations} exact sign violations")
+    elif verdict == "partial":
+        parts.append(_partial_note(problem, outcome.selection.certificate))
     elif verdict == "consistent":
         parts.append("consistent, not certified: the graded check passes (worst column "
                      f"violation rate {outcome.selection.certificate.violation_rate:.3g}) "
@@ -66,8 +73,10 @@ def diagnose(problem, outcome, budget: Budget, verdict: str) -> str | None:
         parts.append(f"{found} of {b} directions found")
     if verdict in ("incomplete", "rejected"):
         parts.append(_budget_note(budget, outcome))
-    parts += [note for note in (_noise_note(problem), _rounding_note(problem),
-                                _width_note(problem, outcome)) if note]
+    notes = [_noise_note(problem), _rounding_note(problem)]
+    if verdict in ("incomplete", "rejected"):
+        notes.append(_width_note(problem, outcome))
+    parts += [note for note in notes if note]
     return "; ".join(parts) + "."
 
 
@@ -83,6 +92,14 @@ def _budget_note(budget: Budget, outcome) -> str:
     return f"budget spent: {spent} ({', '.join(limits)})"
 
 
+def _partial_note(problem, cert) -> str:
+    cert_word = "certified" if cert.certified else "consistent, not certified"
+    return (f"{problem.b} of {problem.requested} inputs recovered ({cert_word}); the other "
+            f"{problem.requested - problem.b} lie below the level of rounding or noise in the "
+            f"gradient ({problem.rank.describe(problem.spectrum)}): their share of grad_weight "
+            "is lost, nobody can recover them from this update")
+
+
 def _noise_note(problem) -> str | None:
     t = problem.tolerances
     if not t.noisy and t.noise_rel < 1e-4:
@@ -94,17 +111,16 @@ def _noise_note(problem) -> str | None:
 
 
 def _rounding_note(problem) -> str | None:
-    """Directions whose singular value is within 1000x of the dtype's rounding level: at
-    the limit of what any attack can recover from this gradient."""
+    """Directions whose singular value is within 1000x of the spectrum's level (rounding
+    or noise): at the limit of what any attack can recover from this gradient."""
     s = np.asarray(problem.spectrum[:problem.b], dtype=np.float64)
-    eps = float(np.finfo(problem.dtype).eps)
-    level = eps * float(s[0]) * math.sqrt(max(problem.shape))
-    weak = int(np.sum(s < 1e3 * level))
+    level = problem.rank.level
+    weak = int(np.sum(s < WEAK_FACTOR * level))
     if weak == 0:
         return None
-    return (f"rounding: {weak} of {problem.b} singular values lie within 1000x of the "
-            f"{problem.dtype} rounding level ({level:.2g}; the smallest is {s[-1]:.2g}, "
-            f"{s[-1] / level:.3g}x); rank floor used {RANK_FLOOR_FACTOR:g}x")
+    return (f"rounding: {weak} of {problem.b} singular values lie within {WEAK_FACTOR:g}x of "
+            f"the level no input reaches ({level:.2g}); the smallest is {s[-1] / level:.3g}x "
+            "above it, and its input is recovered less accurately")
 
 
 def _width_note(problem, outcome) -> str | None:

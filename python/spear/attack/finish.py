@@ -23,11 +23,12 @@ from .tolerance import OUTLIER_FACTOR, RATE_FLOOR
 class Reconstruction:
     """Result of :func:`spear.reconstruct`.
 
-    inputs: (b, n) recovered inputs, one per row, in arbitrary order; None unless the
-        verdict is certified, consistent or (opted in) unverified.
+    inputs: (k, n) recovered inputs, one per row, in arbitrary order (k = b, or fewer
+        when the verdict is "partial"); None unless the verdict is certified,
+        consistent, partial or (opted in) unverified.
     complete: the verdict is "certified" or "consistent": all b independent directions
         were found and the certificate's graded check calls them consistent.
-    verdict: "certified" | "consistent" | "unverified" | "rejected" | "incomplete"
+    verdict: "certified" | "consistent" | "partial" | "unverified" | "rejected" | "incomplete"
         (see :mod:`spear.attack.diagnose`).
     diagnosis: why the result is less than certified, with the numbers; None when certified.
     input_status: one status per row of ``inputs`` ("certified", "consistent", "suspect":
@@ -70,17 +71,17 @@ def finish(problem: Problem, outcome: SearchOutcome, budget: Budget, stats: dict
     layer (opt-in) nothing is checked: the inputs come back, never called complete."""
     sel = outcome.selection
     has_layer = problem.certifier is not None
-    verdict = verdict_of(sel, has_layer)
+    verdict = verdict_of(sel, has_layer, partial=problem.b < problem.requested)
     cert = sel.certificate if sel is not None else None
     inputs = status = None
-    if verdict in ("certified", "consistent", "unverified"):
+    if verdict in ("certified", "consistent", "partial", "unverified"):
         inputs = problem.backend.to_numpy(sel.X)
         status = _input_status(verdict, cert, problem.b)
     stats["verdict"] = verdict
     diagnosis = diagnose(problem, outcome, budget, verdict)
     return Reconstruction(inputs=inputs, complete=verdict in ("certified", "consistent"),
-                          certified=None if not has_layer else verdict == "certified",
-                          batch_size=problem.b, directions=outcome.directions,
+                          certified=None if not has_layer else bool(cert is not None and cert.certified),
+                          batch_size=problem.requested, directions=outcome.directions,
                           noise_level=problem.tolerances.noise_rel, stats=stats,
                           certificate=cert, fit={} if sel is None else _fit(problem, sel.Q),
                           factor=problem.factor(), verdict=verdict, diagnosis=diagnosis,
@@ -88,6 +89,8 @@ def finish(problem: Problem, outcome: SearchOutcome, budget: Budget, stats: dict
 
 
 def _input_status(verdict: str, cert: Certificate | None, b: int) -> list[str]:
+    if verdict == "partial":
+        verdict = "certified" if cert.certified else "consistent"
     if verdict != "consistent":
         return [verdict] * b
     rates = cert.column_rates

@@ -52,6 +52,8 @@ class Problem:
     L: Any                       # (m, b) on the backend, dead rows exactly zero
     R: Any                       # (b, n) on the backend
     spectrum: np.ndarray
+    rank: Any                    # decompose.RankEstimate: what the spectrum's structure says
+    requested: int               # batch size asked for; b < requested when inputs lie below the level
     live: np.ndarray             # (m,) bool
     L_live: np.ndarray           # (rows, b) float64 host copy of the live rows
     tolerances: Tolerances
@@ -71,7 +73,8 @@ class Problem:
         return Factor(L=to(self.L), R=to(self.R), spectrum=self.spectrum.copy(), live=self.live.copy())
 
     def stats(self) -> dict:
-        return {"backend": self.backend.name, "batch_size": self.b, "rows": int(self.shape[0]),
+        return {"backend": self.backend.name, "batch_size": self.requested,
+                "recoverable_inputs": self.b, "rank_level": self.rank.level, "rows": int(self.shape[0]),
                 "rows_used": int(self.live.sum()), **self.tolerances.as_stats(),
                 "singular_values": self.spectrum.tolist()}
 
@@ -119,6 +122,7 @@ def prepare(grad_weight, grad_bias, batch_size: int | None = None, *, weight=Non
                          f"at least b-1 = {b - 1} are needed")
     certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel, sigma)
     return Problem(backend=be, shape=(m, n), dtype=dtype, gW=gW, gb=gb, weight=W, bias=Bv,
-                   L=fac.L, R=fac.R, spectrum=s, live=live, L_live=L_live,
+                   L=fac.L, R=fac.R, spectrum=s, rank=fac.rank, requested=fac.requested,
+                   live=live, L_live=L_live,
                    tolerances=policy_for(L_live, noise_rel, sigma), certifier=certifier,
                    seconds=seconds)
