@@ -146,12 +146,18 @@ def test_the_result_carries_what_its_directions_mean(layer):
 
 
 def test_prepare_holds_one_tolerance_policy(layer):
-    from spear.attack.tolerance import row_thresholds
+    from spear.attack.tolerance import POOL_SIGMAS, SAMPLER_SIGMAS
 
     p = prepare(layer.grad_weight, layer.grad_bias, 10)
     t = p.tolerances
-    assert np.array_equal(t.thresh, row_thresholds(p.L_live, t.tol, t.floor))
-    assert t.tol_pool < t.tol and t.min_zeros >= 9
+    # The search runs on the whitened factor: constant thresholds in noise sigmas.
+    assert np.all(t.thresh == SAMPLER_SIGMAS) and np.all(t.thresh_pool == POOL_SIGMAS)
+    assert p.search.shape == (p.live.sum(), 10) and t.min_zeros >= 9
+    # Directions map between the search's coordinates and L's and back.
+    Q = np.random.default_rng(0).standard_normal((3, 10))
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    assert np.allclose(p.to_factor(p.to_search(Q)), Q)
+    assert p.exact                                # exact float64 gradient
     assert p.certifier is None                    # no layer given, nothing to certify with
 
 

@@ -53,6 +53,28 @@ class Budget:
     def spend(self, samples: int) -> None:
         self.samples += int(samples)
 
+    def share(self, fraction: float) -> "Budget | Share":
+        """This budget, or a view of it whose deadline comes after ``fraction`` of the
+        time left (a source that must leave time to the others)."""
+        left = self.remaining()
+        if left is None or fraction >= 1.0:
+            return self
+        return Share(self.clock, self.clock() + fraction * left)
+
+
+@dataclass
+class Share:
+    """A slice of a budget's time: only a deadline, on the same clock."""
+
+    clock: Callable[[], float]
+    deadline: float
+
+    def expired(self) -> bool:
+        return self.clock() > self.deadline
+
+    def remaining(self) -> float:
+        return max(self.deadline - self.clock(), 0.0)
+
 
 def expired(budget: Budget | None) -> bool:
     """For stages that may run without a budget (called on their own: tests, tools)."""

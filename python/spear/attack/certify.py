@@ -16,9 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tolerance import (GRADED_MARGIN, GRADED_REL_CAP, MAX_JUDGED_REL, MAX_VIOLATION_RATE,
-                        MIN_JUDGED_PER_COLUMN, NOISE_SIGMAS, OUTLIER_FACTOR, RATE_FLOOR, VERIFY_BIAS_FACTOR,
-                        VERIFY_FIT_FACTOR, certificate_rel)
+from .tolerance import (CERT_SIGMAS, CERT_Z_SIGMAS, ERROR_PER_SNR, GRADED_MARGIN, GRADED_SIGMAS,
+                        MAX_VIOLATION_RATE, MIN_JUDGED_PER_COLUMN, OUTLIER_FACTOR, RATE_FLOOR,
+                        VERIFY_BIAS_FACTOR, VERIFY_FIT_FACTOR, row_noise)
+
+#: The client's forward pass rounds Z in (at least) float32.
+Z_EPS = float(np.finfo(np.float32).eps)
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Certificate:
     consistent: bool = False         # low violation rate, and no column standing out
     column_rates: np.ndarray | None = None   # the graded rate of each column
     column_judged: np.ndarray | None = None  # entries the graded check judged, per column
+    input_errors: np.ndarray | None = None   # expected relative error of each input (2 / snr)
 
     def badness(self) -> tuple[int, float]:
         """Order for comparing candidate sets: exact violations, then the graded rate."""
@@ -43,27 +47,29 @@ class Certificate:
 
 
 class Certifier:
-    """Precomputes what every check of the same layer shares."""
+    """Precomputes what every check of the same layer shares.
 
-    def __init__(self, xp, L, R, weight, bias, noise_rel: float, noise_floor: float = 0.0):
-        """noise_rel: relative noise of L (rounding); noise_floor: standard deviation of
-        additive noise in L q for a unit q (:func:`decompose.noise_scale`)."""
+    The noise model: entry (k, i) of dZ' = L Q carries noise of std sigma_k * c_i, where
+    sigma_k is row k's noise (what rank b leaves of gW) and c_i = ``col_noise(Q)[i]``
+    the column's gain (||S^-1/2 q_i|| for L = U S^1/2). Every threshold is in those units,
+    so a weak input is judged against its own noise, not against the strong inputs'.
+    """
+
+    def __init__(self, xp, L, R, weight, bias, *, sigma_rows, col_noise, exact: bool):
+        """sigma_rows: (m,) noise std of each row of gW (0 on dead rows); col_noise:
+        Q -> (b,) noise gain of each column of L Q; exact: the noise is rounding (a set
+        can be certified), not additive noise (DP), where at best it is consistent."""
         self.xp = xp
         self.L = L                                   # m x b, dead rows exactly zero
         self.WR = weight @ R.T                       # m x b
         self.RRt = R @ R.T                           # b x b
         self.bias = bias
+        self.n = R.shape[1]
         self.w_norm = xp.linalg.norm(weight, axis=1)
-        self.l_norm = xp.linalg.norm(L, axis=1)
-        # Entries within this relative distance of zero are not judged (rounding).
-        self.rel = certificate_rel(noise_rel)
-        # Past this, "zero" and "clearly negative" lose their meaning and every set would
-        # pass: noise (DP, FedAvg) has destroyed what could be certified, so nothing is.
-        self.meaningful = self.rel <= MAX_JUDGED_REL
-        # The graded check judges at a capped relative margin, plus the additive noise
-        # floor: it stays informative where the exact one has to give up.
-        self.rel_graded = min(self.rel, GRADED_REL_CAP)
-        self.floor = NOISE_SIGMAS * xp.asarray(noise_floor, dtype=xp.float64)   # scalar or (b,)
+        self.sigma = sigma_rows
+        self.sigma_norm = float(xp.linalg.norm(sigma_rows))
+        self.col_noise = col_noise
+        self.exact = bool(exact)
 
     def __call__(self, Q) -> Certificate:
         xp = self.xp
@@ -71,30 +77,35 @@ class Certifier:
         dZ = self.L @ Q                                          # m x b
         Z = self.WR @ Qinv.T + self.bias[:, None]                # m x b
         x_norm = xp.sqrt(xp.abs(xp.einsum("ij,jk,ik->i", Qinv, self.RRt, Qinv)))
-        grad_scale = self.l_norm[:, None] * xp.linalg.norm(Q, axis=0)[None, :]
-        z_scale = self.w_norm[:, None] * x_norm[None, :] + xp.abs(self.bias)[:, None]
-        nonzero = xp.abs(dZ) > self.rel * grad_scale
-        bad = nonzero & (Z < -self.rel * z_scale)
+        gain = self.col_noise(Q)                                 # (b,)
+        noise = self.sigma[:, None] * gain[None, :]              # std of each entry of dZ'
+        snr = xp.linalg.norm(dZ, axis=0) / xp.maximum(self.sigma_norm * gain, 1e-300)
+        # Z' is off by the input's error (1 / snr relative, spread over n coordinates)
+        # plus the client's own float32 rounding of its forward pass.
+        margin = CERT_Z_SIGMAS * ((1.0 / snr / np.sqrt(self.n) + Z_EPS)[None, :]
+                                  * self.w_norm[:, None] * x_norm[None, :]
+                                  + Z_EPS * xp.abs(self.bias)[:, None])
+        nonzero = xp.abs(dZ) > CERT_SIGMAS * noise
+        bad = nonzero & (Z < -margin)
         per_col = _np(xp, bad.sum(axis=0)).astype(np.int64)
-        # Graded: the same rule with the noise floor on dZ and a capped relative margin.
-        judged = xp.abs(dZ) > xp.maximum(self.rel_graded * grad_scale,
-                                         (self.floor * xp.linalg.norm(Q, axis=0))[None, :])
-        # Drift (FedAvg judged with the server's weights) and noise flip the sign of small
-        # pre-activations only; a wrong input makes them clearly negative. So the graded
-        # check counts Z' below a fraction of the row's typical |Z'|.
+        # Graded: entries past a few sigmas; drift (FedAvg judged with the server's
+        # weights) and noise flip the sign of small pre-activations only, a wrong input
+        # makes them clearly negative: count Z' below a fraction of the row's typical |Z'|.
+        judged = xp.abs(dZ) > GRADED_SIGMAS * noise
         row_scale = xp.median(xp.abs(Z), axis=1)[:, None]
-        wrong = judged & (Z < -xp.maximum(self.rel_graded * z_scale, GRADED_MARGIN * row_scale))
+        wrong = judged & (Z < -xp.maximum(margin, GRADED_MARGIN * row_scale))
         counts = _np(xp, judged.sum(axis=0))
         rate = _np(xp, wrong.sum(axis=0)) / np.maximum(counts, 1)
         max_rate = float(rate.max()) if rate.size else 0.0
         typical = float(np.median(rate)) if rate.size else 0.0
+        enough = counts.size > 0 and int(counts.min()) >= MIN_JUDGED_PER_COLUMN
         consistent = (max_rate <= MAX_VIOLATION_RATE
-                      and max_rate <= OUTLIER_FACTOR * (typical + RATE_FLOOR)
-                      and counts.size > 0 and int(counts.min()) >= MIN_JUDGED_PER_COLUMN)
-        return Certificate(bool(per_col.sum() == 0 and self.meaningful), int(per_col.sum()),
+                      and max_rate <= OUTLIER_FACTOR * (typical + RATE_FLOOR) and enough)
+        return Certificate(bool(per_col.sum() == 0 and self.exact and enough), int(per_col.sum()),
                            per_col, float(_np(xp, nonzero.mean())),
                            violation_rate=max_rate, consistent=consistent, column_rates=rate,
-                           column_judged=counts.astype(np.int64))
+                           column_judged=counts.astype(np.int64),
+                           input_errors=ERROR_PER_SNR / _np(xp, snr))
 
 
 def _np(xp, a):
@@ -108,7 +119,8 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
     """
     from . import backend as _backend
     from . import validate
-    from .decompose import evident_rank, leading_spectrum, noise_std, relative_noise
+    from .decompose import evident_rank, leading_spectrum, relative_noise
+    from .tolerance import is_exact
 
     m, n, dtype = validate.check_gradients(grad_weight, grad_bias)
     validate.check_layer(weight, bias, m, n)
@@ -125,23 +137,26 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
                     (X, "inputs")):
         validate.check_finite(xp, a, what)
     b = X.shape[0]
-    sigma, shown = 0.0, None
+    shown, spectrum = None, None
     if b < min(m, n):
         spectrum = leading_spectrum(xp, gW, b + 1)[3]
-        noise, sigma = relative_noise(spectrum, b), noise_std(spectrum, b, m, n)
+        noise = relative_noise(spectrum, b)
         shown = evident_rank(spectrum, (m, n), dtype).rank
     else:
         noise = float(np.finfo(np.float64).eps)
     pinv = xp.linalg.solve(X @ X.T, X)                                # b x n, rows of X^+T
     dZ = (pinv @ gW.T).T                                              # m x b
+    resid = gW - dZ @ X
     scale = float(xp.linalg.norm(gW))
-    residual = float(xp.linalg.norm(gW - dZ @ X)) / scale
+    residual = float(xp.linalg.norm(resid)) / scale
     bias_residual = float(xp.linalg.norm(dZ.sum(axis=1) - gb)) / max(float(xp.linalg.norm(gb)), 1e-300)
     live = xp.abs(gW).sum(axis=1) > 0
     dZ = dZ * live[:, None]
-    # Additive noise of std sigma in gW reaches column j of dZ scaled by ||X^+_j||.
-    floor = sigma * xp.linalg.norm(pinv, axis=1)
-    cert = Certifier(xp, dZ, X, W, Bv, noise, floor)(xp.eye(b))
+    # Noise of row k of gW reaches column j of dZ' scaled by ||X^+_j||.
+    sigma = row_noise(xp, xp.linalg.norm(resid, axis=1), live, n, b, float(xp.linalg.norm(gW, ord=2)) if b else 0.0)
+    cert = Certifier(xp, dZ, X, W, Bv, sigma_rows=sigma,
+                     col_noise=lambda Q: xp.linalg.norm(pinv.T @ Q, axis=0),
+                     exact=spectrum is None or is_exact(spectrum, b, scale))(xp.eye(b))
     ok_fit = (residual <= VERIFY_FIT_FACTOR * noise
               and bias_residual <= VERIFY_FIT_FACTOR * noise * VERIFY_BIAS_FACTOR)
     cert.certified = bool(cert.certified and ok_fit)

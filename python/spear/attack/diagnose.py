@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from .budget import Budget
-from .tolerance import MAX_JUDGED_REL, MAX_VIOLATION_RATE, WEAK_FACTOR
+from .tolerance import MAX_VIOLATION_RATE, WEAK_FACTOR
 
 VERDICTS = ("certified", "consistent", "partial", "unverified", "rejected", "incomplete")
 #: The sampler is out of reach once its expected sample count passes this (about a day
@@ -101,13 +101,12 @@ def _partial_note(problem, cert) -> str:
 
 
 def _noise_note(problem) -> str | None:
-    t = problem.tolerances
-    if not t.noisy and t.noise_rel < 1e-4:
+    if problem.exact:
         return None
-    judged = ("beyond what the certificate can judge" if t.noise_rel > MAX_JUDGED_REL
-              else "the exact check gives way to the graded one")
-    return (f"noise: the gradient carries noise at {t.noise_rel:.2g} of the weakest direction "
-            f"(s_b+1 / s_b), {judged}")
+    t = problem.tolerances
+    return (f"noise: the gradient carries additive noise (DP, or an update that is no "
+            f"gradient) at {t.noise_rel:.2g} of the weakest direction (s_b+1 / s_b); "
+            "exactness cannot be proven, the graded check judges instead")
 
 
 def _rounding_note(problem) -> str | None:

@@ -17,7 +17,10 @@ from . import backend as _backend
 from . import validate
 from .certify import Certifier
 from .decompose import factorize, noise_scale, relative_noise
-from .tolerance import Tolerances, policy_for
+from .tolerance import Tolerances, is_exact, policy_for, row_noise
+
+#: Rows of gW per chunk when measuring what rank b leaves of each row (bounds memory).
+_RESIDUAL_CHUNK_BYTES = 1 << 27
 
 
 @dataclass
@@ -58,6 +61,20 @@ class Problem:
     L_live: np.ndarray           # (rows, b) float64 host copy of the live rows
     tolerances: Tolerances
     certifier: Certifier | None
+    sigma_rows: Any = None       # (m,) noise std of each row of gW (0 on dead rows)
+    exact: bool = True           # the noise beyond rank b is rounding, not additive
+    search: np.ndarray | None = None   # (rows, b) whitened factor A = M / sigma (host)
+    root: np.ndarray | None = None     # (b,) s_j^1/2: q = root * p maps A's to L's coordinates
+
+    def to_factor(self, P: np.ndarray) -> np.ndarray:
+        """Unit directions (rows) in the search's coordinates -> unit rows in L's."""
+        Q = np.asarray(P, dtype=np.float64) * self.root[None, :]
+        return Q / np.linalg.norm(Q, axis=1, keepdims=True)
+
+    def to_search(self, Q: np.ndarray) -> np.ndarray:
+        """Unit directions (rows) in L's coordinates -> unit rows in the search's."""
+        P = np.asarray(Q, dtype=np.float64) / self.root[None, :]
+        return P / np.linalg.norm(P, axis=1, keepdims=True)
     seconds: dict = field(default_factory=dict)
 
     @property
@@ -120,9 +137,26 @@ def prepare(grad_weight, grad_bias, batch_size: int | None = None, *, weight=Non
     if L_live.shape[0] < b - 1:
         raise ValueError(f"only {L_live.shape[0]} neurons of {m} have a non-zero gradient; "
                          f"at least b-1 = {b - 1} are needed")
-    certifier = None if W is None else Certifier(xp, fac.L, fac.R, W, Bv, noise_rel, sigma)
+    sigma_rows = row_noise(xp, _residual_rows(xp, gW, fac.L, fac.R), xp.asarray(live), n, b,
+                           float(s[0]))
+    exact = is_exact(s, b, float(xp.linalg.norm(gW)))
+    root = np.sqrt(np.asarray(s[:b], dtype=np.float64))
+    root_xp = xp.asarray(root)
+    # The whitened factor: M = L S^1/2 = U S, each live row divided by its noise.
+    A = np.ascontiguousarray(L_live * root[None, :] / be.to_numpy(sigma_rows)[live][:, None])
+    certifier = None if W is None else Certifier(
+        xp, fac.L, fac.R, W, Bv, sigma_rows=sigma_rows, exact=exact,
+        col_noise=lambda Q: xp.linalg.norm(Q / root_xp[:, None], axis=0))
     return Problem(backend=be, shape=(m, n), dtype=dtype, gW=gW, gb=gb, weight=W, bias=Bv,
                    L=fac.L, R=fac.R, spectrum=s, rank=fac.rank, requested=fac.requested,
                    live=live, L_live=L_live,
-                   tolerances=policy_for(L_live, noise_rel, sigma), certifier=certifier,
-                   seconds=seconds)
+                   tolerances=policy_for(A, L_live, noise_rel, sigma, exact), certifier=certifier,
+                   seconds=seconds, sigma_rows=sigma_rows, exact=exact, search=A, root=root)
+
+
+def _residual_rows(xp, gW, L, R):
+    """||row k of (gW - L R)||: what rank b leaves of each row (its noise), in chunks."""
+    m, n = gW.shape
+    step = max(1, _RESIDUAL_CHUNK_BYTES // (8 * n))
+    return xp.concatenate([xp.linalg.norm(gW[i:i + step] - L[i:i + step] @ R, axis=1)
+                           for i in range(0, m, step)])

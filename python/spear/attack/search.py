@@ -20,6 +20,13 @@ from .certify import Certificate
 from .problem import Problem
 from .scale import scales
 from .select import CandidatePool, greedy_independent
+from .tolerance import ELIGIBLE_ZERO_FRACTION
+
+
+#: Certificate-guided swaps are tried when at most this many columns violate the sign
+#: rule (they replace one column at a time, in at most 4 rounds; a trained MLP's early
+#: selections have 10-20 wrong columns and took seconds per round to try).
+MAX_SWAPPED = 4
 
 
 @dataclass
@@ -63,14 +70,16 @@ class Selector:
         try:
             b = self.problem.b
             order = pool.order()
+            if len(order):
+                order = order[pool.zeros[order] >= ELIGIBLE_ZERO_FRACTION * pool.zeros[order[0]]]
             chosen = greedy_independent(pool.q, order, b, tol=self.tol)
             self.found, self.chosen = len(chosen), chosen
-            self.best_directions = pool.q[chosen].T.copy()
+            self.best_directions = self._in_factor(pool.q[chosen])
             if len(chosen) < b:
                 return None
             if self.problem.certifier is not None:
                 chosen = self.chosen = self._revisit(pool, order, chosen)
-                self.best_directions = pool.q[chosen].T.copy()
+                self.best_directions = self._in_factor(pool.q[chosen])
             Q = self._scaled(pool.q[chosen])
             X = self.problem.xp.linalg.solve(Q, self.problem.R)
             cert = self.problem.certifier(Q) if self.problem.certifier is not None else None
@@ -78,9 +87,15 @@ class Selector:
         finally:
             self.seconds += time.perf_counter() - t0
 
-    def _scaled(self, Qrows: np.ndarray):
+    def _in_factor(self, Prows: np.ndarray) -> np.ndarray:
+        """(b, k) unit columns in L's coordinates."""
+        if len(Prows) == 0:
+            return np.empty((self.problem.b, 0))
+        return self.problem.to_factor(Prows).T.copy()
+
+    def _scaled(self, Prows: np.ndarray):
         p = self.problem
-        Qunit = p.xp.asarray(Qrows.T)
+        Qunit = p.xp.asarray(self._in_factor(Prows))
         return Qunit * scales(p.xp, p.L, Qunit, p.gb)[None, :]
 
     def _revisit(self, pool, order, chosen, max_rounds: int = 4) -> list[int]:
@@ -94,6 +109,11 @@ class Selector:
             return self._last_choice
         certify, b = self.problem.certifier, self.problem.b
         best = certify(self._scaled(pool.q[chosen]))
+        if int(np.count_nonzero(best.per_column)) > MAX_SWAPPED:
+            # Single swaps cannot mend that many wrong columns: let the sources find more
+            # first (each attempt costs up to 4 x (2b + 16) certificates).
+            self._last_key, self._last_choice = key, chosen
+            return chosen
         spares = [int(c) for c in order if int(c) not in chosen][: 2 * b + 16]
         for _ in range(max_rounds):
             if best.certified or expired(self.budget):
@@ -124,13 +144,15 @@ def search(problem: Problem, sources: list, budget: Budget, *, seed: int = 0,
            progress: bool = False) -> SearchOutcome:
     """Let ``sources`` take turns until the selection is done or the budget is spent."""
     tol = problem.tolerances
-    pool = CandidatePool(problem.L_live, tol.thresh, tol.thresh_pool)
+    # The pool lives in the search's coordinates (the whitened factor); sources propose
+    # in L's, the selection hands L's coordinates on.
+    pool = CandidatePool(problem.search, tol.thresh, tol.thresh_pool)
     selector = Selector(problem, budget)
     raw, turns, seconds = 0, {s.name: 0 for s in sources}, {s.name: 0.0 for s in sources}
     selection = None
     if problem.b == 1:
         # One input: the only direction is 1; nothing to search.
-        pool.add(np.ones((1, 1)))
+        pool.add(np.ones((1, 1)))           # the same in every coordinates
         selection, sources = selector.select(pool), []
     bar = _progress_bar(progress, budget, problem.b)
     first_pass, without_proof_from = True, None
@@ -148,7 +170,8 @@ def search(problem: Problem, sources: list, budget: Budget, *, seed: int = 0,
                     stop = True
                     break
                 raw += len(proposal.q)
-                pool.add(proposal.q, proposal.zeros, budget)
+                if len(proposal.q):
+                    pool.add(problem.to_search(proposal.q), proposal.zeros, budget)
                 seconds[source.name] += time.perf_counter() - t0
                 turns[source.name] += 1
                 selection = selector.select(pool)

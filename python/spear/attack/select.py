@@ -11,6 +11,11 @@ import numpy as np
 from .budget import Budget, expired
 from .tolerance import DUPLICATE_COS_GAP, INDEPENDENCE_TOL
 
+#: Candidates polished per chunk: about this many rows' worth (a polish costs O(rows b^2));
+#: narrow layers need many (untrained-to-trained width 200: the rare true columns are hit
+#: 1-8 times in 2e6 samples and survive only when ~2000 raw candidates are polished).
+POLISH_PER_CHUNK_ROWS = 400_000
+
 
 def polish(L: np.ndarray, thresh: np.ndarray, q: np.ndarray, rounds: int = 2) -> np.ndarray:
     """Refine a candidate from all its zero rows at once: the smallest right singular vector
@@ -28,6 +33,10 @@ def polish(L: np.ndarray, thresh: np.ndarray, q: np.ndarray, rounds: int = 2) ->
         if zero_before is not None and np.array_equal(zero, zero_before):
             break
         rows = L[zero] / scale[zero, None]
+        if len(rows) > b:
+            # Same right singular vectors from the b x b triangle (QR is backward stable):
+            # an SVD of the tall matrix also builds its left vectors, 10x the cost.
+            rows = np.linalg.qr(rows, mode="r")
         v = np.linalg.svd(rows, full_matrices=len(rows) < b)[2][-1]
         q = v if v @ q >= 0 else -v
         zero_before = zero
@@ -42,7 +51,7 @@ class CandidatePool:
         # thresh groups raw sampler output; polished candidates are counted with thresh_tight.
         self.L, self.thresh = L, thresh
         self.thresh_tight = thresh if thresh_tight is None else thresh_tight
-        self.per_chunk = per_chunk or max(256, 16 * L.shape[1])
+        self.per_chunk = per_chunk or max(256, 16 * L.shape[1], POLISH_PER_CHUNK_ROWS // L.shape[0])
         b = L.shape[1]
         self.q = np.empty((0, b))
         self.zeros = np.empty(0, dtype=np.int64)

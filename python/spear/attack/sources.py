@@ -18,17 +18,21 @@ import numpy as np
 
 from .budget import Budget
 from .kernel import sample_directions, sampler_device
+from .tolerance import NO_RELATIVE_TOL, SAMPLER_SIGMAS
 
 #: The sampler's first chunk of samples, doubling per turn up to the largest.
 FIRST_CHUNK, MAX_CHUNK = 1 << 14, 1 << 22
 #: Rounds of nothing new after which the dictionary alone gives up.
 DICTIONARY_PATIENCE = 3
+#: In "auto", a dictionary round takes at most half the time left, the sampler the rest.
+AUTO_DICTIONARY_SHARE = 0.5
 
 
 @dataclass
 class Proposal:
-    """What one turn of a source produced: q (k x b rows, host), the kernel's zero counts
-    when it has them, and ``stop`` when the budget this source draws on is spent."""
+    """What one turn of a source produced: q (k x b unit rows in the coordinates of the
+    factor L, host), zero counts when it has them (used only to rank a huge output), and
+    ``stop`` when the budget this source draws on is spent."""
 
     q: np.ndarray
     zeros: np.ndarray | None = None
@@ -75,14 +79,16 @@ class Sampler:
             todo = int(max(1024, min(todo, rate * remaining)))
         tol = problem.tolerances
         t0 = budget.clock()
-        d = sample_directions(problem.L_live, todo, seed=seed, tol=tol.tol, floor=tol.floor,
-                              min_zeros=tol.min_zeros, offset=budget.samples,
+        # On the whitened factor every row's threshold is the same number of sigmas.
+        d = sample_directions(problem.search, todo, seed=seed, tol=NO_RELATIVE_TOL,
+                              floor=SAMPLER_SIGMAS, min_zeros=tol.min_zeros, offset=budget.samples,
                               device=sampler_device(problem.backend.name, problem.b))
         self.seconds += budget.clock() - t0
         budget.spend(todo)
         self.chunk = min(self.chunk * 2, MAX_CHUNK)
         to = problem.backend.to_numpy
-        return Proposal(to(d.q), to(d.zeros))
+        q = to(d.q)
+        return Proposal(problem.to_factor(q) if len(q) else q, to(d.zeros))
 
     def observe(self, added: int) -> None:
         pass
@@ -98,6 +104,10 @@ class Dictionary:
     exhausted: bool = False
     patience: int = 1
     rounds: int = 0
+    #: Fraction of the time left that one round may take (the sources after it get the
+    #: rest): on trained networks a round can take minutes (a 60 s budget went to two
+    #: rounds and no sample).
+    time_share: float = 1.0
     xp: object = field(default=np)     # the rounds run on the host (CuPy: issue 17/18)
 
     def propose(self, problem, known, budget: Budget, seed: int) -> Proposal:
@@ -105,8 +115,9 @@ class Dictionary:
 
         known = known if len(known) else None
         tol = problem.tolerances
-        q = dictionary_proposals(problem.L_live, thresh=tol.thresh_pool, min_zeros=tol.min_zeros,
-                                 seed=seed + self.rounds, known=known, xp=self.xp, budget=budget,
+        q = dictionary_proposals(problem.L_live, thresh=tol.dict_thresh, min_zeros=tol.dict_min_zeros,
+                                 seed=seed + self.rounds, known=known, xp=self.xp,
+                                 budget=budget.share(self.time_share),
                                  num_starts=None if known is None else 4 * problem.b)
         self.rounds += 1
         return Proposal(np.asarray(q))
@@ -129,7 +140,7 @@ def sources_for(method: str | Sequence[DirectionSource]) -> list[DirectionSource
         if method == "dictionary":
             return [Dictionary(patience=DICTIONARY_PATIENCE)]
         if method == "auto":
-            return [Dictionary(patience=1), Sampler()]
+            return [Dictionary(patience=1, time_share=AUTO_DICTIONARY_SHARE), Sampler()]
         raise ValueError(f"method must be one of {METHODS} or a list of direction sources, "
                          f"got {method!r}")
     sources = list(method)
