@@ -18,6 +18,8 @@ int max_threads() {
 #endif
 }
 
+const char* simd_name() { return "scalar"; }
+
 namespace {
 
 template <typename T>

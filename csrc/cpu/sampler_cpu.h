@@ -17,5 +17,8 @@ SampleResult<T> sample(const T* L, const T* thresh, const SamplerParams& params,
                        int64_t num_samples, int64_t max_candidates, int num_threads);
 
 int max_threads();
+// Which per-sample path runs on this CPU: "avx512" (lock-step lanes), "generic"
+// (lock-step lanes, portable vectors) or "scalar".
+const char* simd_name();
 
 }  // namespace spear::cpu
