@@ -278,8 +278,20 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("counter"), py::arg("key"), "The generator both kernels use (for tests).");
   m.def("cpu_max_threads", &spear::cpu::max_threads, "Threads the CPU kernel uses by default.");
-  m.def("cpu_simd", &spear::cpu::simd_name,
-        "The lock-step SIMD path the CPU kernel dispatched to on this CPU.");
+  m.def("cpu_simd", []() { return std::string(spear::cpu::simd_name()); },
+        "The per-sample path the CPU kernel uses: 'avx512', 'generic' or 'scalar'.");
+  m.def(
+      "set_cpu_simd",
+      [](const std::string& name) {
+        try {
+          return spear::cpu::set_simd(name);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      py::arg("name"),
+      "Force the CPU kernel's per-sample path ('auto', 'scalar', 'generic', 'avx512'); "
+      "returns the previous one. For tests and measurements: every path gives the same bits.");
 #ifdef SPEAR_WITH_CUDA
   m.attr("built_with_cuda") = true;
   m.attr("cuda_max_b") = spear::cuda::kMaxB;
