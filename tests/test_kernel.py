@@ -331,3 +331,56 @@ def test_cuda_code_ignores_fast_math_flags(tmp_path):
     bad = [ln for ln in fast if re.search(r"\.ftz|\.approx|\bfma\.rn\.f", ln)]
     assert not bad, bad[:5]
     assert fast == ptx()
+
+
+# --- The CPU kernel's per-sample paths: all bit-identical to the reference -----------------
+
+def _simd_paths():
+    paths = ["scalar", "generic"]
+    try:
+        prev = _core.set_cpu_simd("avx512")
+        _core.set_cpu_simd("auto")
+        paths.append("avx512")
+    except ValueError:
+        pass
+    del prev
+    return paths
+
+
+@pytest.fixture
+def simd_path(request):
+    _core.set_cpu_simd(request.param)
+    yield request.param
+    _core.set_cpu_simd("auto")
+
+
+@pytest.mark.parametrize("simd_path", _simd_paths(), indirect=True)
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 1e-4)])
+@pytest.mark.parametrize("b,m,rho,n,probe", [(2, 40, 0.5, 500, 0), (5, 120, 0.5, 3000, 0),
+                                             (9, 120, 0.5, 10000, 64), (20, 200, 0.6, 10000, 64),
+                                             (33, 300, 0.75, 4000, 64), (64, 300, 0.85, 300, 64),
+                                             (70, 300, 0.85, 100, 64)])
+def test_every_simd_path_is_bit_identical_to_the_reference(simd_path, dtype, tol, b, m, rho, n,
+                                                           probe):
+    # Offsets and counts that are not multiples of the lane count leave partial groups.
+    L, _ = planted(m, b, rho, seed=b, dtype=dtype)
+    m = L.shape[0]
+    mz = default_min_zeros(m, b, tol)
+    offset, seed = 13, 3
+    got = spear.sample_directions(L, n, seed=seed, tol=tol, min_zeros=mz, offset=offset,
+                                  probe=probe, num_threads=2)
+    assert _core.cpu_simd() == simd_path
+    q, zeros, index = reference.sample_directions_reference(
+        L, row_thresholds(L, tol), np.arange(offset, offset + n), seed=seed, min_zeros=mz,
+        probe=probe, probe_min=1)
+    if b <= 33:
+        assert len(index) > 0
+    np.testing.assert_array_equal(got.index, index)
+    np.testing.assert_array_equal(got.zeros, zeros)
+    np.testing.assert_array_equal(got.q, q)
+
+
+def test_set_cpu_simd_rejects_unknown_names():
+    with pytest.raises(ValueError, match="simd"):
+        _core.set_cpu_simd("sse9")
+    assert _core.cpu_simd() in ("avx512", "scalar")
