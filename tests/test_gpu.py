@@ -65,6 +65,19 @@ def test_gpu_truncation_keeps_the_lowest_indices():
     assert none.accepted_total == full.accepted_total and len(none.index) == 0
 
 
+def test_gpu_chunks_carry_the_count(monkeypatch):
+    # Small chunks (3 tiles of 128 samples): the ordered compaction across chunk boundaries.
+    import cupy as cp
+
+    L, _ = planted(40, 2, 0.5, seed=2)
+    cpu = spear.sample_directions(L, 20_000, seed=5, max_candidates=1000, device="cpu")
+    monkeypatch.setenv("SPEAR_CUDA_CHUNK_TILES", "3")
+    gpu = spear.sample_directions(cp.asarray(L), 20_000, seed=5, max_candidates=1000)
+    assert gpu.accepted_total == cpu.accepted_total > 1000
+    np.testing.assert_array_equal(cp.asnumpy(gpu.index), cpu.index)
+    np.testing.assert_array_equal(cp.asnumpy(gpu.q), cpu.q)
+
+
 def test_gpu_grid_fills_the_device_once():
     # Item 5: the grid is sized from the occupancy API, one resident wave.
     from spear import _core

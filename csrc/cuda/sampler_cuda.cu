@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -123,7 +124,14 @@ void launch(const T* L, const T* thresh, const SamplerParams& params, uint64_t o
             unsigned long long* count, int64_t capacity, cudaStream_t stream) {
   if (num_samples <= 0) return;
   const int64_t total_tiles = (num_samples + kTile - 1) / kTile;
-  const int64_t chunk_tiles = total_tiles < kChunkTiles ? total_tiles : kChunkTiles;
+  // SPEAR_CUDA_CHUNK_TILES (tests, compute-sanitizer runs): smaller chunks, so that a short
+  // run still crosses chunk boundaries.
+  int64_t max_chunk = kChunkTiles;
+  if (const char* env = std::getenv("SPEAR_CUDA_CHUNK_TILES")) {
+    const long long v = std::atoll(env);
+    if (v >= 1 && v <= kChunkTiles) max_chunk = v;
+  }
+  const int64_t chunk_tiles = total_tiles < max_chunk ? total_tiles : max_chunk;
   Scratch s;
   s.stream = stream;
   check(cudaMallocAsync(&s.zbuf, sizeof(int32_t) * chunk_tiles * kTile, stream), "scratch");
