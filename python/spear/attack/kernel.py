@@ -184,16 +184,18 @@ def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None =
     on_gpu = is_cupy or is_torch_cuda
     if device == "auto":
         device = "cuda" if on_gpu else "cpu"
+    fallback = False
     if device == "cuda":
         if not _backend.cuda_available():
             raise ValueError("device='cuda' but the CUDA path cannot run: "
                              + _backend._cuda_unavailable_reason())
         device = sampler_device("cuda", b)   # b above the CUDA kernel's limit: the CPU kernel
+        fallback = device == "cpu"
     if device == "cpu":
         q, zeros, index, evaluated, total = _core.sample_cpu(
             np.ascontiguousarray(L_host), thresh, seed, offset, num_samples,
             min_zeros, probe, probe_min, max_candidates, num_threads)
-        if on_gpu:
+        if fallback and on_gpu:   # asked for the GPU: results where the caller expects them
             q, zeros, index = (_like(L, a) for a in (q, zeros, index))
         return Directions(q, zeros, index, int(evaluated), int(total), "cpu", min_zeros, tol)
     return _sample_cuda(L, thresh, dtype, seed, offset, num_samples, min_zeros, probe,
