@@ -33,6 +33,10 @@ def philox4x32_10(counter: list[int], key: list[int]) -> list[int]:
 def cpu_max_threads() -> int: ...
 def cpu_simd() -> str:
     """The per-sample path the CPU kernel uses here: 'avx512', 'generic' or 'scalar'."""
+def set_cpu_simd(name: str) -> str:
+    """Force the CPU kernel's path ('auto', 'scalar', 'generic', 'avx512'; ValueError for
+    an unknown name or AVX-512 on a CPU without it); returns the previous one. Every path
+    gives the same bits."""
 def cuda_device_count() -> int: ...
 def cuda_unavailable_reason() -> str:
     """Why no CUDA device can be used ('' when one can): no driver, no device, or a
