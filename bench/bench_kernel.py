@@ -15,6 +15,7 @@ device (numpy-batched for cpu, torch-cuda-batched for cuda), measured in the sam
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,17 @@ def torch_batched(L, samples, tol, device="cpu"):
 def run(configs, repeats, with_torch, target_seconds):
     records = []
     gpu = spear.cuda_available()
+    torch_cuda = False
+    if gpu:
+        try:
+            import torch
+
+            torch_cuda = torch.cuda.is_available()   # a CPU-only torch has no CUDA generator
+        except ImportError:
+            pass
+        if not torch_cuda:
+            print("note: torch has no CUDA here: the CUDA kernel is timed without the "
+                  "torch-cuda-batched baseline (no ratio)", flush=True)
     for b, m, dtype in configs:
         L = planted_L(m, b, seed=b, dtype=np.dtype(dtype))
         tol = DEFAULT_TOL[np.dtype(dtype)]
@@ -79,7 +91,8 @@ def run(configs, repeats, with_torch, target_seconds):
             r = {"backend": backend, **base, "samples": samples, "seconds": seconds,
                  "samples_per_s": samples / seconds, **extra}
             records.append(r)
-            print(f"{backend:>20} b={b:<3} m={m:<5} {dtype:<8} {r['samples_per_s']:12.4g} /s"
+            label = backend + (f" ({extra['threads']} thr)" if "threads" in extra else "")
+            print(f"{label:>24} b={b:<3} m={m:<5} {dtype:<8} {r['samples_per_s']:12.4g} /s"
                   + (f"   x{extra['ratio_vs_baseline']:.1f} vs baseline" if "ratio_vs_baseline" in extra else ""),
                   flush=True)
             return r
@@ -97,21 +110,37 @@ def run(configs, repeats, with_torch, target_seconds):
             n = int(max(probe, min(5e8, probe * target_seconds / max(t, 1e-6))))
             t, _ = median_time(lambda: spear.sample_directions(L, n, num_threads=threads), repeats)
             nthreads = threads or spear._core.cpu_max_threads()
-            rec("cpu", n, t, threads=nthreads,
+            rec("cpu", n, t, threads=nthreads, simd=spear._core.cpu_simd(),
                 ratio_vs_baseline=(n / t) / baseline["samples_per_s"])
         if gpu:
             import cupy as cp
-            import torch
 
             Ld = cp.asarray(L)
             sync = cp.cuda.get_current_stream().synchronize
-            tb, _ = median_time(lambda: torch_batched(L, 10 * BATCH, tol, device="cuda"), repeats,
-                                sync=torch.cuda.synchronize)
-            gbase = rec("torch-cuda-batched", 10 * BATCH, tb)
-            n = 50_000_000
+            extra = {}
+            if torch_cuda:
+                import torch
+
+                tb, _ = median_time(lambda: torch_batched(L, 10 * BATCH, tol, device="cuda"),
+                                    repeats, sync=torch.cuda.synchronize)
+                gbase = rec("torch-cuda-batched", 10 * BATCH, tb)
+            probe = 1_000_000
+            t, _ = median_time(lambda: spear.sample_directions(Ld, probe), 1, sync=sync)
+            n = int(max(probe, min(2e9, probe * 4 * target_seconds / max(t, 1e-6))))
             t, _ = median_time(lambda: spear.sample_directions(Ld, n), repeats, sync=sync)
-            rec("cuda", n, t, ratio_vs_baseline=(n / t) / gbase["samples_per_s"])
+            if torch_cuda:
+                extra["ratio_vs_baseline"] = (n / t) / gbase["samples_per_s"]
+            rec("cuda", n, t, **extra)
     return records
+
+
+def _series_key(r):
+    return (r["backend"], r.get("threads"), r["m"])
+
+
+def _series_label(key):
+    backend, threads, m = key
+    return f"{backend}{'' if threads is None else f' ({threads} thr)'} m={m}"
 
 
 def plot(records, path):
@@ -120,24 +149,49 @@ def plot(records, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, dtype in zip(axes, ("float32", "float64")):
-        keys = sorted({(r["backend"], r.get("threads"), r["m"]) for r in records if r["dtype"] == dtype},
-                      key=str)
-        for backend, threads, m in keys:
+    # One colour (backend, threads) and one line style (m) per series, the same on every
+    # panel, and one legend for the figure.
+    keys = sorted({_series_key(r) for r in records}, key=str)
+    kinds = sorted({k[:2] for k in keys}, key=str)
+    colours = {kd: plt.get_cmap("tab10")(i % 10) for i, kd in enumerate(kinds)}
+    styles = {m: st for m, st in zip(sorted({k[2] for k in keys}), ("-", "--", ":", "-."))}
+    dtypes = [d for d in ("float32", "float64") if any(r["dtype"] == d for r in records)]
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(5.5 * len(dtypes) + 2.5, 4), sharey=True,
+                             squeeze=False)
+    handles = {}
+    for ax, dtype in zip(axes[0], dtypes):
+        for key in keys:
             pts = sorted((r["b"], r["samples_per_s"]) for r in records
-                         if r["dtype"] == dtype and r["backend"] == backend
-                         and r.get("threads") == threads and r["m"] == m)
-            label = f"{backend}{'' if threads is None else f' ({threads} thr)'} m={m}"
-            ax.plot(*zip(*pts), marker="o", label=label)
+                         if r["dtype"] == dtype and _series_key(r) == key)
+            if not pts:
+                continue
+            (line,) = ax.plot(*zip(*pts), marker="o", color=colours[key[:2]],
+                              linestyle=styles.get(key[2], "-"), label=_series_label(key))
+            handles.setdefault(key, line)
         ax.set_yscale("log")
         ax.set_xlabel("batch size b")
         ax.set_title(dtype)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("submatrices per second")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
+    axes[0][0].set_ylabel("submatrices per second")
+    fig.legend([handles[k] for k in keys if k in handles],
+               [_series_label(k) for k in keys if k in handles],
+               loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=120)
+
+
+def _prepare_output(path: str | None, what: str) -> None:
+    """Create the folder of an output file now, and fail before the work if it cannot be
+    written (not after minutes of measuring)."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: cannot create the folder of --{what} {path}: {e}") from None
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f"error: the folder of --{what} {path} is not writable")
 
 
 def main():
@@ -160,8 +214,12 @@ def main():
         configs = [(b, m, dt) for dt in ("float32", "float64") for m in (200, 2000)
                    for b in (4, 8, 12, 16, 20, 24, 32)]
         repeats, target = a.repeats or 5, 1.0
+    _prepare_output(a.json, "json")
+    _prepare_output(a.plot, "plot")
     records = run(configs, repeats, not a.no_torch, target)
     meta = machine()
+    meta["cpu_simd"] = spear._core.cpu_simd()
+    meta["threads"] = spear._core.cpu_max_threads()
     if a.json:
         write_json(records, a.json, meta)
     if a.plot:

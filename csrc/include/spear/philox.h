@@ -61,6 +61,13 @@ class SampleStream {
     return buf_.v[used_++];
   }
 
+  // Continue at word 4 * block (the CPU kernel draws the first blocks of eight samples at
+  // once and hands a sample that needs more words over to its scalar stream).
+  SPEAR_HD void seek_block(uint32_t block) {
+    block_ = block;
+    used_ = 4;
+  }
+
   // Integer in [0, n): multiply-shift (Lemire) without the rejection step. The bias is
   // below n / 2^32 and identical on every backend, which is what reproducibility needs.
   SPEAR_HD uint32_t below(uint32_t n) {

@@ -72,7 +72,8 @@ def _cuda_unavailable_reason() -> str:
         return ("spear was built without the CUDA kernel (no nvcc at build time); reinstall "
                 "with the CUDA toolkit on PATH and -Ccmake.define.SPEAR_CUDA=ON")
     if _core.cuda_device_count() < 1:
-        return "no CUDA device or driver was found"
+        # no device, no driver, or a driver older than the statically linked CUDA runtime
+        return _core.cuda_unavailable_reason() or "no CUDA device or driver was found"
     return "CuPy is not installed or not usable (pip install 'spear[cuda]')"
 
 
@@ -82,7 +83,11 @@ def to_xp(a: Any, xp: ModuleType, dtype=None):
         a = a.detach()
         if xp is np or not a.is_cuda:
             a = a.cpu().numpy()
-        # else: torch CUDA tensors expose __cuda_array_interface__ and CuPy takes them as is
+        else:
+            # DLPack: zero-copy, and ordered after torch's current stream (CuPy passes its
+            # stream to __dlpack__), on the tensor's own device.
+            with xp.cuda.Device(a.device.index):
+                return xp.asarray(xp.from_dlpack(a), dtype=dtype)
     elif xp is np and hasattr(a, "__cuda_array_interface__"):
         a = a.get()
     return xp.asarray(a, dtype=dtype)

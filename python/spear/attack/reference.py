@@ -97,15 +97,22 @@ def null_vectors(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f = A[:, c + 1:, c] * inv[:, None]
         A[:, c + 1:, c + 1:] -= f[:, :, None] * A[:, c, None, c + 1:]
         A[:, c, c] = inv                       # as sampler.h: back substitution multiplies
+    # Back substitution and normalisation term by term in the kernel's order, with its
+    # roundings (multiply by the stored reciprocals, then by 1/||q||): bit-identical q.
     q = np.zeros((s, b), dtype=A.dtype)
     q[:, b - 1] = 1
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for c in range(k - 1, -1, -1):
-            t = A[:, c, b - 1] + np.einsum("sj,sj->s", A[:, c, c + 1:k], q[:, c + 1:k])
-            q[:, c] = -t * A[:, c, c]
-        norm = np.sqrt(np.einsum("sj,sj->s", q, q))
+            t = A[:, c, b - 1].copy()
+            for j in range(c + 1, k):
+                t = t + A[:, c, j] * q[:, j]
+            q[:, c] = (-t) * A[:, c, c]
+        norm2 = np.zeros(s, dtype=A.dtype)
+        for j in range(b):
+            norm2 = norm2 + q[:, j] * q[:, j]
+        norm = np.sqrt(norm2)
         ok &= np.isfinite(norm) & (norm > 0)
-        q = q / norm[:, None]
+        q = q * (A.dtype.type(1) / norm)[:, None]
     return q, ok
 
 
