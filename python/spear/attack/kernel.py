@@ -40,14 +40,6 @@ def default_probe(b: int) -> int:
     return PROBE_ROWS if b >= PROBE_FROM_B else 0
 
 
-def sampler_device(backend: str, b: int) -> str:
-    """The kernel a search on ``backend`` ("cpu" or "cuda") uses at batch size b: the CUDA
-    kernel is compiled for b <= ``_core.cuda_max_b``; above that the CPU kernel runs."""
-    from spear import _core
-
-    return "cuda" if backend == "cuda" and b <= int(_core.cuda_max_b) else "cpu"
-
-
 def sampler_device(backend_name: str, b: int) -> str:
     """Where the sampler runs for a search on ``backend_name`` ("cpu" or "cuda") at batch
     size ``b``: "cuda" only when the backend is CUDA and the CUDA kernel handles b (its
