@@ -185,10 +185,11 @@ def test_malicious_pickle_is_not_run(files, tmp_path, capsys):
     (lambda d, p: torch.save({**torch.load(d / "grad.pt"), "fc1.weight": torch.zeros(100, 64)}, p),
      "(100, 64)"),
     (lambda d, p: torch.save(torch.zeros(3), p), "not a state dict"),
+    (lambda d, p: p.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!"), "not a valid safetensors file"),
 ])
 def test_bad_updates_are_one_line(files, tmp_path, capsys, make_bad, needle):
     d, _ = files
-    path = tmp_path / ("bad.npz" if "npz" in needle else "bad.pt")
+    path = tmp_path / ("bad.npz" if "npz" in needle else "bad.safetensors" if "safetensors" in needle else "bad.pt")
     make_bad(d, path)
     assert _audit(d, tmp_path / "out", "--weights", str(d / "global.pt"), "--update", str(path)) == 2
     err = capsys.readouterr().err

@@ -333,11 +333,18 @@ def _report(config: AuditConfig, update: Path, records: list[dict[str, Any]], fo
         sections.append({"heading": f"Layer {r['name']}", "verdict": text, "level": level,
                          "image": folder / r["image"] if r.get("image") else None,
                          "certificate": findings.certificate_rows(r), "diagnosis": r["diagnosis"],
-                         "notes": notes})
+                         "inputs": _status_table(r.get("input_status")), "notes": notes})
     notes = ["No ground truth is known in an audit: 'certified' is the proof, computed from the layer's "
              "weight and bias alone, that the recovered rows are the client's inputs to that layer."]
     report.write_html(folder / "report.html", title, facts, sections, notes=notes)
     return summary
+
+
+def _status_table(status: list | None):
+    """The attack's per-input status (when it reports one) as a table."""
+    if not status:
+        return None
+    return ["input", "status"], [[i, v if isinstance(v, str) else str(v)] for i, v in enumerate(status)]
 
 
 def _index(out: Path, summaries: list[tuple[Path, dict[str, Any]]], config: AuditConfig) -> None:
