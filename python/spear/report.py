@@ -36,7 +36,9 @@ def verdict(complete: bool, certified: bool | None, violation_rate: float | None
 def _titled(img: Image.Image, title: str | None) -> Image.Image:
     if not title:
         return img
-    out = Image.new("RGB", (img.width, img.height + TITLE_HEIGHT), "white")
+    # Widen narrow grids (small batches) so the title is never cut off.
+    width = max(img.width, int(ImageDraw.Draw(img).textlength(title)) + 8)
+    out = Image.new("RGB", (width, img.height + TITLE_HEIGHT), "white")
     ImageDraw.Draw(out).text((4, 2), title, fill="black")
     out.paste(img, (0, TITLE_HEIGHT))
     return out

@@ -130,7 +130,8 @@ class AttackBudget:
     """How ``spear.reconstruct`` runs: shared by ``spear attack``, ``spear audit`` and the benchmarks."""
 
     device: str = setting("auto", "where the attack runs (auto: CUDA when available)", choices=DEVICES)
-    seed: int = setting(0, "seed of the client simulation and of the attack's sampler")
+    seed: int = setting(0, "random seed of the attack's sampler (simulated runs: also of the model "
+                         "and the client's batches)")
     max_samples: int | None = setting(None, "sampling budget per batch (none: until the time limit)")
     time_limit: float | None = setting(300.0, "seconds per batch before giving up")
     search: str = setting("auto", "where SPEAR's directions come from: the sampler, sparse dictionary "
