@@ -59,8 +59,8 @@ class AuditConfig(AttackBudget):
     update_kind: str = setting("gradient", "gradient: the client sent gradients (FedSGD); weights: the "
                                "client's new weights (attacked as their difference from --weights)",
                                choices=UPDATE_KINDS)
-    layer: str | None = setting(None, "attack only this nn.Linear (its module name, e.g. 'fc1' or '0'); "
-                                "default: every Linear that feeds a ReLU")
+    layer: str | None = setting(None, "attack only this nn.Linear, by module name, e.g. 'fc1' or '0' "
+                                "(none: every Linear that feeds a ReLU)")
     batch_size: int | None = setting(None, "the client's batch size b (none: inferred from the update)")
     input_shape: tuple[int, ...] | None = setting(None, "C,H,W of one model input: renders the first "
                                                   "layer's recovered inputs as images (else a CSV)",

@@ -74,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[
     unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"{cls.__name__} has no settings {sorted(unknown)}")
-    for f in dataclasses.fields(cls):
+    own = cls.__dict__.get("__annotations__", {})
+    # The class's own settings first, the shared ones (e.g. AttackBudget) after them.
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         meta = f.metadata
         if not meta.get("cli", False) or f.name in skip or (only is not None and f.name not in only):
             continue
