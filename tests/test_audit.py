@@ -135,7 +135,7 @@ def test_many_updates_one_report_each_and_an_index(files, tmp_path):
     for sub in ("client_a", "client_b"):
         s = json.loads((out / sub / "summary.json").read_text())
         assert s["layers"][0]["certified"] and (out / sub / s["layers"][0]["inputs"]).exists()
-    assert "client_a/report.html" in (out / "index.html").read_text()
+    assert "<a href='client_a/report.html'>" in (out / "index.html").read_text()
 
 
 def test_html_report_shows_pictures_verdicts_and_diagnosis(files, tmp_path):

@@ -359,7 +359,7 @@ def _index(out: Path, summaries: list[tuple[Path, dict[str, Any]]], config: Audi
                       [{"heading": r["update"], "level": "ok" if r["certified"] == r["layers"] else
                         "warn" if r["complete"] else "fail",
                         "verdict": f"{r['certified']}/{r['layers']} layers certified, {r['complete']} complete",
-                        "notes": [f"report: {r['report']}"]} for r in rows])
+                        "link": r["report"]} for r in rows])
 
 
 def run_audit(config: AuditConfig, out: str | None, *, overwrite: bool = False, progress: bool = False) -> int:

@@ -234,7 +234,8 @@ def write_html(path: str | Path, title: str, facts: Sequence[tuple[str, Any]],
     A section is a dict with ``heading``, ``verdict`` and ``level`` (see :func:`verdict`),
     and optionally ``image`` (a PNG path, embedded as base64), ``inputs`` (header, rows:
     a per-input table), ``certificate`` (rows of (quantity, value, what it means)),
-    ``diagnosis`` (why a result is incomplete) and ``notes`` (paragraphs).
+    ``diagnosis`` (why a result is incomplete), ``notes`` (paragraphs) and ``link`` (a
+    relative path to another report).
     """
     e = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
@@ -254,6 +255,8 @@ def write_html(path: str | Path, title: str, facts: Sequence[tuple[str, Any]],
             header, rows = sec["inputs"]
             parts.append("<h3>Per input</h3>" + _table(rows, header))
         parts += [f"<p>{e(n)}</p>" for n in sec.get("notes", ())]
+        if sec.get("link"):
+            parts.append(f"<p><a href='{e(sec['link'])}'>{e(sec['link'])}</a></p>")
         parts.append("</section>")
     parts.append("</body></html>\n")
     path = Path(path)
