@@ -17,8 +17,8 @@ first linear layer, then feature inversion).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,34 +28,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dataset_root, machine, write_json  # noqa: E402
 
 from spear import report  # noqa: E402
-from spear.experiment import AttackConfig, Experiment, batch_row  # noqa: E402
+from spear.experiment import METHODS, AttackConfig, Experiment, batch_row, fraction, median  # noqa: E402
+from spear.settings import add_arguments, from_args  # noqa: E402
 
 LABELS = {"spear": "SPEAR", "inverting-gradients": "Inv. Gradients", "hybrid": "hybrid"}
+#: Swept here (comma lists), so not taken from AttackConfig's single-valued options.
+SWEPT = ("dataset", "data_root", "batch_size", "width", "method", "image_size")
+#: This benchmark's own defaults (the paper's settings: 5 batches, 10 minutes each).
+BENCH_DEFAULTS = {"batches": 5, "time_limit": 600.0}
 
 
-def run_one(dataset, root, b, width, batches, time_limit, depth=6, image_size=None, seed=0,
-            methods=("spear",), grids=None, **options):
+def run_one(base: AttackConfig, methods=("spear",), grids=None):
     """One record per method; the methods see the same batches of the same model."""
-    exps = {}
-    for method in methods:
-        cfg = AttackConfig(dataset=dataset, data_root=root, batch_size=b, width=width, depth=depth,
-                           batches=batches, time_limit=time_limit, seed=seed, image_size=image_size,
-                           method=method, **options)
-        exps[method] = Experiment(cfg)
+    exps = {m: Experiment(dataclasses.replace(base, method=m)) for m in methods}
     rows = {m: [] for m in methods}
-    for i in range(batches):
+    for i in range(base.batches):
         results = {}
         for method, exp in exps.items():
             results[method] = res = exp.run_batch(i)
             rows[method].append(batch_row(res))
             r = rows[method][-1]
-            print(f"  {dataset:>13} m={width:<5} b={b:<3} {method:>19} batch {i}: recovered "
+            print(f"  {base.dataset:>13} m={base.width:<5} b={base.batch_size:<3} {method:>19} batch {i}: recovered "
                   f"{r['recovered_fraction']:.2f} psnr {_round(r['psnr_mean'])} ssim {_round(r['ssim_mean'], 3)} "
                   f"certified {r['certified']} {r['seconds']:.1f}s", flush=True)
         if grids is not None:
-            _grid(results, Path(grids) / f"{dataset}_{options.get('model', 'fcnn')}_b{b}_batch{i}.png")
-    return [_record(exps[m].config, rows[m], dataset, image_size, width, depth, b, batches, time_limit)
-            for m in methods]
+            _grid(results, Path(grids) / f"{base.dataset}_{base.model}_b{base.batch_size}_batch{i}.png")
+    return [_record(exps[m].config, rows[m]) for m in methods]
 
 
 def _round(v, digits=1):
@@ -73,20 +71,19 @@ def _grid(results, path):
     print(f"  grid: {path}")
 
 
-def _record(cfg, rows, dataset, image_size, width, depth, b, batches, time_limit):
+def _record(cfg, rows):
     def med(k):
-        v = [r[k] for r in rows if r[k] is not None]
-        return statistics.median(v) if v else None
+        return median(rows, k)
 
-    record = {"dataset": dataset, "image_size": image_size, "method": cfg.method, "model": cfg.model,
-              "width": width, "depth": depth,
+    record = {"dataset": cfg.dataset, "image_size": cfg.image_size, "method": cfg.method, "model": cfg.model,
+              "width": cfg.width, "depth": cfg.depth,
               "layer": cfg.layer, "protocol": cfg.protocol, "epochs": cfg.epochs,
               "mini_batch": cfg.mini_batch, "lr": cfg.lr, "dp_clip": cfg.dp_clip, "dp_sigma": cfg.dp_sigma,
-              "b": b, "batches": batches, "time_limit": time_limit, "search": cfg.search,
+              "b": cfg.batch_size, "batches": cfg.batches, "time_limit": cfg.time_limit, "search": cfg.search,
               "recovered_fraction": med("recovered_fraction"), "psnr": med("psnr_mean"),
               "ssim": med("ssim_mean"), "discrete_accuracy": med("discrete_accuracy"),
-              "certified_fraction": sum(bool(r["certified"]) for r in rows) / len(rows),
-              "seconds_per_batch": med("seconds"), "samples_per_batch": med("samples"),
+              "certified_fraction": fraction(rows, "certified"),
+              "seconds_per_batch": med("seconds"), "samples_per_batch": med("submatrices_sampled"),
               "per_batch": rows}
     if cfg.method != "spear" or cfg.model == "vgg":
         record.update(ig_iterations=cfg.ig_iterations, ig_restarts=cfg.ig_restarts, ig_lr=cfg.ig_lr,
@@ -109,28 +106,9 @@ def main():
                                                     str(Path(__file__).resolve().parents[2] / "shared" / "datasets")))
     p.add_argument("--batch-sizes", default="20")
     p.add_argument("--widths", default="200")
-    p.add_argument("--batches", type=int, default=5)
-    p.add_argument("--time-limit", type=float, default=600.0, help="seconds per batch")
-    p.add_argument("--depth", type=int, default=6)
-    p.add_argument("--layer", type=int, default=0)
-    p.add_argument("--protocol", default="fedsgd", choices=("fedsgd", "fedavg"))
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--mini-batch", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--dp-clip", type=float, default=None)
-    p.add_argument("--dp-sigma", type=float, default=0.0)
-    p.add_argument("--methods", default="spear", help="comma list of spear, inverting-gradients, hybrid")
-    p.add_argument("--model", default="fcnn", choices=("fcnn", "vgg"))
+    p.add_argument("--methods", default="spear", help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--image-size", type=int, default=None, help="ImageNet crop size (default 224)")
-    p.add_argument("--search", default="auto", choices=("auto", "sample", "dictionary"))
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--ig-iterations", type=int, default=2000)
-    p.add_argument("--ig-restarts", type=int, default=1)
-    p.add_argument("--ig-tv", type=float, default=1e-4)
-    p.add_argument("--feature-iterations", type=int, default=1000)
-    p.add_argument("--feature-tv", type=float, default=1e-2)
-    p.add_argument("--channels", default="16,32", help="vgg conv channels")
-    p.add_argument("--refine-iterations", type=int, default=0)
+    add_arguments(p, AttackConfig, skip=SWEPT, overrides=BENCH_DEFAULTS)
     p.add_argument("--grids", default=None, help="folder for PNG grids: originals above each method's row")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--quick", action="store_true", help="b = 8, 2 batches (a few minutes on two cores)")
@@ -143,6 +121,9 @@ def main():
 
         torch.set_num_threads(a.threads)
     methods = tuple(a.methods.split(","))
+    for m in methods:
+        if m not in METHODS:
+            p.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
     records = []
     for dataset in a.datasets.split(","):
         available, root = dataset_root(a.data, dataset)
@@ -150,15 +131,10 @@ def main():
             continue
         for width in (int(w) for w in a.widths.split(",")):
             for b in (int(v) for v in a.batch_sizes.split(",")):
-                records.extend(run_one(
-                    dataset, root, b, width, a.batches, a.time_limit, depth=a.depth,
-                    image_size=(a.image_size or 224) if dataset == "imagenet" else None, layer=a.layer,
-                    protocol=a.protocol, epochs=a.epochs, mini_batch=a.mini_batch, lr=a.lr,
-                    dp_clip=a.dp_clip, dp_sigma=a.dp_sigma, methods=methods, grids=a.grids,
-                    model=a.model, search=a.search, max_samples=a.max_samples,
-                    ig_iterations=a.ig_iterations, ig_restarts=a.ig_restarts, ig_tv=a.ig_tv,
-                    feature_iterations=a.feature_iterations, refine_iterations=a.refine_iterations,
-                    feature_tv=a.feature_tv, channels=tuple(int(c) for c in a.channels.split(","))))
+                base = from_args(AttackConfig, a, base=None)
+                base = dataclasses.replace(base, dataset=dataset, data_root=root, batch_size=b, width=width,
+                                           image_size=(a.image_size or 224) if dataset == "imagenet" else None)
+                records.extend(run_one(base, methods, grids=a.grids))
     if a.json:
         write_json(records, a.json, machine())
     print(f"\n{'dataset':>13} {'method':>19} {'m':>5} {'b':>3} {'recovered':>9} {'PSNR':>7} {'SSIM':>6} "

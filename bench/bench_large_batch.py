@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_json  # noqa: E402
-from gradients import first_layer_gradients, matched_relative_errors  # noqa: E402
 
 import spear  # noqa: E402
-from spear.attack.reconstruct import METHODS  # noqa: E402
+from spear.experiment import median  # noqa: E402
+from spear.metrics import feature_metrics  # noqa: E402
+from spear.settings import SEARCHES as METHODS  # noqa: E402
+from spear.synthetic import first_layer_gradients  # noqa: E402
 
 BS = (20, 32, 50, 64, 100, 128, 200, 256)
 MS = (400, 1000, 2000, 4000)
@@ -53,7 +53,7 @@ def run_config(b, m, kind, dtype, batches, time_limit, method, seed0=0):
         secs = time.perf_counter() - t0
         frac = 0.0
         if rec.inputs is not None:
-            frac = float((matched_relative_errors(rec.inputs, g.inputs) < RECOVERED[dtype]).mean())
+            frac = float((feature_metrics(rec.inputs, g.inputs)["rel_err"] < RECOVERED[dtype]).mean())
         st = rec.stats
         rows.append({"recovered_fraction": frac, "certified": bool(rec.certified),
                      "complete": bool(rec.certified and frac == 1.0), "seconds": secs,
@@ -67,7 +67,7 @@ def run_config(b, m, kind, dtype, batches, time_limit, method, seed0=0):
             "complete_fraction": sum(r["complete"] for r in rows) / len(rows),
             "certified_fraction": sum(r["certified"] for r in rows) / len(rows),
             "recovered_fraction": float(np.mean([r["recovered_fraction"] for r in rows])),
-            "seconds_median": float(np.median([r["seconds"] for r in rows])),
+            "seconds_median": median(rows, "seconds"),
             "per_batch": rows}
 
 

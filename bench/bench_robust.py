@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import dataset_root, machine, write_json  # noqa: E402
 
-import spear  # noqa: E402
-from spear import metrics  # noqa: E402
 from spear.data import load_dataset  # noqa: E402
-from spear.fl import ClientConfig, client_update, layer_input, layer_payload, make_fcnn  # noqa: E402
+from spear.experiment import AttackConfig, Experiment, batch_row, fraction, median  # noqa: E402
+from spear.fl import ClientConfig  # noqa: E402
+from spear.settings import add_arguments  # noqa: E402
 
 SECTIONS = ("dp", "fedavg", "layers", "homogeneous")
 SIGMAS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -44,6 +43,8 @@ EPOCHS = (1, 2, 5, 10)
 MINI_DIVISORS = (1, 2, 4)
 LRS = (0.1, 0.01, 0.001)
 GOOD_DB = 40.0
+#: This benchmark's own defaults (many cells: short limits, few batches).
+BENCH_DEFAULTS = {"batch_size": 20, "batches": 2, "time_limit": 30.0}
 
 
 def cells(section: str, b: int, quick: bool):
@@ -68,40 +69,31 @@ def cells(section: str, b: int, quick: bool):
         raise ValueError(f"unknown section {section!r}; known: {', '.join(SECTIONS)}")
 
 
-def attack_batch(ds, model, x_np, y_np, config, layer, time_limit, seed):
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    update = client_update(model, x, y, config)
-    p = layer_payload(model, update, layer)
-    truth = layer_input(model, x, layer).detach().double().numpy()
-    t0 = time.perf_counter()
-    rec = spear.reconstruct(p.grad_weight, p.grad_bias, len(x_np), weight=p.weight, bias=p.bias,
-                            time_limit=time_limit, seed=seed)
-    seconds = time.perf_counter() - t0
-    row = {"complete": rec.complete, "certified": bool(rec.certified), "seconds": seconds,
-           "noise_level": rec.noise_level,
-           "violation_rate": None if rec.certificate is None else rec.certificate.violation_rate,
-           "psnr": None, "good_fraction": 0.0, "recovered_fraction": 0.0, "rel_err_median": None}
-    if rec.inputs is None:
-        return row
-    if layer == 0:
-        s = metrics.image_metrics(ds.to_pixels(rec.inputs), ds.to_pixels(truth), data_range=1.0)
-        row.update(psnr=s["psnr_mean"], good_fraction=float(np.mean(s["psnr"] >= GOOD_DB)))
-    else:
-        s = metrics.feature_metrics(rec.inputs, truth)
-    row.update(recovered_fraction=s["recovered_fraction"],
-               rel_err_median=float(np.nanmedian(s["rel_err"])))
-    return row
+def attack_batch(exp: Experiment, i: int) -> dict:
+    """Batch ``i`` through the experiment's wiring; the row this benchmark tabulates."""
+    r = exp.run_batch(i)
+    row = batch_row(r)
+    out = {"complete": row["complete"], "certified": bool(row["certified"]), "seconds": row["seconds"],
+           "noise_level": row["noise_level"], "violation_rate": row["violation_rate"],
+           "psnr": row["psnr_mean"], "good_fraction": 0.0, "recovered_fraction": row["recovered_fraction"],
+           "rel_err_median": None}
+    rec = r.reconstruction
+    if rec is None or rec.inputs is None:
+        return out
+    if "psnr" in r.scores:
+        out["good_fraction"] = float(np.mean(np.asarray(r.scores["psnr"]) >= GOOD_DB))
+    out["rel_err_median"] = float(np.nanmedian(r.scores["rel_err"]))
+    return out
 
 
 def summarize(rows):
     def med(key):
-        vals = [r[key] for r in rows if r[key] is not None]
-        return float(np.median(vals)) if vals else None
+        return median(rows, key)
 
     return {"batches": len(rows), "psnr": med("psnr"), "rel_err_median": med("rel_err_median"),
             "recovered_fraction": med("recovered_fraction"), "good_fraction": med("good_fraction"),
-            "complete_fraction": float(np.mean([r["complete"] for r in rows])),
-            "certified_fraction": float(np.mean([r["certified"] for r in rows])),
+            "complete_fraction": fraction(rows, "complete"),
+            "certified_fraction": fraction(rows, "certified"),
             "noise_level": med("noise_level"), "violation_rate": med("violation_rate"),
             "seconds_per_batch": med("seconds"), "per_batch": rows}
 
@@ -110,15 +102,15 @@ def run(dataset, root, sections, b, width, depth, batches, time_limit, quick, se
     from tqdm.auto import tqdm
 
     ds = load_dataset(dataset, root)
-    model = make_fcnn(ds.input_dim, ds.num_classes, width=width, depth=depth, seed=seed)
     todo = [(sec, *cell) for sec in sections for cell in cells(sec, b, quick)]
     records = []
     for section, setting, config, layer, homogeneous in tqdm(todo, desc=dataset, unit="cell"):
-        rows = []
-        for i in range(batches):
-            x_np, y_np, _ = ds.sample_batch(b, seed=seed * 100_003 + i, label_homogeneous=homogeneous)
-            cfg = ClientConfig(**{**config.__dict__, "seed": seed + i})
-            rows.append(attack_batch(ds, model, x_np, y_np, cfg, layer, time_limit, seed + i))
+        client = {k: v for k, v in config.__dict__.items() if k != "seed"}
+        cfg = AttackConfig(dataset=dataset, data_root=root, batch_size=b, width=width, depth=depth,
+                           layer=layer, batches=batches, time_limit=time_limit, seed=seed,
+                           label_homogeneous=homogeneous, **client)
+        exp = Experiment(cfg, dataset=ds)      # same seed: the same model in every cell
+        rows = [attack_batch(exp, i) for i in range(batches)]
         records.append({"dataset": dataset, "section": section, "setting": setting, "b": b,
                         "width": width, "depth": depth, "time_limit": time_limit, **summarize(rows)})
     return records
@@ -187,11 +179,8 @@ def main():
     p.add_argument("--data", default=os.environ.get("SPEAR_DATASETS",
                                                     str(Path(__file__).resolve().parents[2] / "shared" / "datasets")))
     p.add_argument("--sections", default=",".join(SECTIONS))
-    p.add_argument("--batch-size", type=int, default=20)
-    p.add_argument("--width", type=int, default=200)
-    p.add_argument("--depth", type=int, default=6)
-    p.add_argument("--batches", type=int, default=2)
-    p.add_argument("--time-limit", type=float, default=30.0, help="seconds per batch")
+    add_arguments(p, AttackConfig, only=("batch_size", "width", "depth", "batches", "time_limit"),
+                  overrides=BENCH_DEFAULTS)
     p.add_argument("--quick", action="store_true",
                    help="a few cells of each section, 1 batch, b = 8, digits if no datasets folder")
     p.add_argument("--json", default=None)

@@ -16,52 +16,65 @@ from . import metrics
 from .attack import Reconstruction, reconstruct
 from .baselines import (FEATURE_DEFAULTS, IGConfig, InversionResult, feature_inversion, infer_labels,
                         inverting_gradients, span_inverting_gradients)
-from .data import Dataset, load_dataset
-from .fl import (ClientConfig, attackable_layer, client_update, feature_extractor, layer_input, layer_payload,
+from .data import DATASETS, Dataset, load_dataset
+from .fl import (PROTOCOLS, ClientConfig, attackable_layer, client_update, feature_extractor, layer_input, layer_payload,
                  linear_layers, make_fcnn, make_vgg)
+from .settings import AttackBudget, comma_ints, setting
 
 #: spear: exact recovery (on a CNN: features exactly, then images by feature inversion);
 #: inverting-gradients: the optimization baseline of Geiping et al.; hybrid: SPEAR, and
 #: when its budget runs out, gradient matching started from the directions it found.
 METHODS = ("spear", "inverting-gradients", "hybrid")
 MODELS = ("fcnn", "vgg")
+#: What ``spear demo`` changes from the defaults (one batch of digits, under a minute).
+DEMO = {"dataset": "digits", "batch_size": 12, "batches": 1, "time_limit": 50.0}
+
+# Defaults owned by the client simulation and the baselines, read from them (not repeated).
+_CLIENT = ClientConfig()
+_IG = IGConfig()
 
 
 @dataclass
-class AttackConfig:
-    """Everything that defines an audit run (written verbatim into summary.json)."""
+class AttackConfig(AttackBudget):
+    """Everything that defines a simulated audit run (written verbatim into summary.json).
 
-    dataset: str = "digits"
-    data_root: str | None = None
-    batch_size: int = 8
-    width: int = 200
-    depth: int = 6
-    layer: int = 0
-    protocol: str = "fedsgd"
-    epochs: int = 1
-    mini_batch: int | None = None
-    lr: float = 0.01
-    dp_clip: float | None = None
-    dp_sigma: float = 0.0
-    batches: int = 1
-    device: str = "auto"
-    seed: int = 0
-    normalize: bool = True
-    image_size: int | None = None
-    label_homogeneous: bool = False
-    max_samples: int | None = None
-    time_limit: float | None = None
-    search: str = "auto"               # SPEAR's direction source: "auto", "sample" or "dictionary"
-    method: str = "spear"              # see METHODS
-    model: str = "fcnn"                # "vgg": small VGG-style CNN; depth/width are its head's
-    channels: tuple[int, ...] = (16, 32)
-    ig_iterations: int = 2000          # Inverting Gradients (also the hybrid's optimization)
-    ig_restarts: int = 1
-    ig_lr: float = 0.1
-    ig_tv: float = 1e-4
-    feature_iterations: int = 1000     # CNN path: feature inversion steps
-    feature_tv: float = 1e-2           # CNN path: TV weight of the feature inversion
-    refine_iterations: int = 0         # CNN path: gradient-matching steps after feature inversion
+    Each field is declared once with its default, choices and help; ``spear attack`` and
+    the benchmarks generate their options from it (see :mod:`spear.settings`).
+    """
+
+    dataset: str = setting("digits", "dataset the simulated client holds", choices=tuple(DATASETS))
+    data_root: str | None = setting(None, "folder with the dataset in its original format")
+    batch_size: int = setting(8, "inputs per client batch (b)")
+    width: int = setting(200, "neurons per hidden layer (m)")
+    depth: int = setting(6, "linear layers in the network")
+    layer: int = setting(0, "linear layer to attack (0 = the input layer)")
+    protocol: str = setting(_CLIENT.protocol, "what the client sends", choices=PROTOCOLS)
+    epochs: int = setting(_CLIENT.epochs, "FedAvg local epochs (E)")
+    mini_batch: int | None = setting(_CLIENT.mini_batch, "FedAvg mini-batch size (none: the whole batch)")
+    lr: float = setting(_CLIENT.lr, "FedAvg learning rate (eta)")
+    dp_clip: float | None = setting(_CLIENT.dp_clip, "DP-SGD per-example clipping norm C (none: no DP)")
+    dp_sigma: float = setting(_CLIENT.dp_sigma, "DP-SGD noise multiplier sigma")
+    batches: int = setting(1, "number of batches to attack (K)")
+    normalize: bool = setting(True, "feed raw pixels in [0,1] (no normalisation)", negate="--raw-pixels")
+    image_size: int | None = setting(None, "resize/crop images (ImageNet: 224 or 720)")
+    label_homogeneous: bool = setting(False, "draw each batch from a single class")
+    method: str = setting("spear", "spear: exact recovery; inverting-gradients: the optimization baseline "
+                          "(Geiping et al. 2020); hybrid: SPEAR, then gradient matching from its partial "
+                          "result if it runs out of time", choices=METHODS)
+    model: str = setting("fcnn", "fcnn: fully connected ReLU network; vgg: small VGG-style CNN (images; "
+                         "--width, --depth describe its linear head; SPEAR recovers the head's input "
+                         "features, then images)", choices=MODELS)
+    channels: tuple[int, ...] = setting((16, 32), "vgg: output channels of its conv blocks (each halves "
+                                        "the size)", parse=comma_ints)
+    ig_iterations: int = setting(_IG.iterations, "gradient-matching steps (paper: 24000)")
+    ig_restarts: int = setting(_IG.restarts, "gradient-matching random restarts")
+    ig_lr: float = setting(_IG.lr, "gradient-matching step size", cli=False)
+    ig_tv: float = setting(_IG.tv_weight, "total-variation weight of the gradient matching")
+    feature_iterations: int = setting(FEATURE_DEFAULTS.iterations, "CNN path: feature-inversion steps")
+    feature_tv: float = setting(FEATURE_DEFAULTS.tv_weight,
+                                "CNN path: total-variation weight of the feature inversion")
+    refine_iterations: int = setting(0, "CNN path: gradient-matching steps started from the feature "
+                                     "inversion (0: none)")
 
     def ig(self, iterations: int | None = None, lr: float | None = None) -> IGConfig:
         return IGConfig(iterations=self.ig_iterations if iterations is None else iterations,
@@ -72,7 +85,17 @@ class AttackConfig:
     def client(self, batch: int) -> ClientConfig:
         return ClientConfig(protocol=self.protocol, epochs=self.epochs, mini_batch=self.mini_batch,
                             lr=self.lr, dp_clip=self.dp_clip, dp_sigma=self.dp_sigma,
-                            seed=self.seed + batch)
+                            seed=attack_seed(self.seed, batch))
+
+
+def batch_seed(seed: int, i: int) -> int:
+    """Seed that draws the inputs of batch ``i`` of a run seeded ``seed``."""
+    return seed * 100_003 + i
+
+
+def attack_seed(seed: int, i: int) -> int:
+    """Seed of batch ``i``'s client (FedAvg shuffle, DP noise) and of the attack's sampler."""
+    return seed + i
 
 
 @dataclass
@@ -92,10 +115,13 @@ class BatchResult:
 class Experiment:
     """Dataset, model and attack settings of one run; ``run_batch(i)`` attacks batch i."""
 
-    def __init__(self, config: AttackConfig):
+    def __init__(self, config: AttackConfig, dataset: Dataset | None = None):
+        """``dataset``: the loaded ``config.dataset`` when the caller already has it (a
+        benchmark running many configurations on one dataset)."""
         self.config = c = config
         options = {} if c.image_size is None else {"image_size": c.image_size}
-        self.dataset: Dataset = load_dataset(c.dataset, c.data_root, normalize=c.normalize, **options)
+        self.dataset: Dataset = dataset if dataset is not None else load_dataset(
+            c.dataset, c.data_root, normalize=c.normalize, **options)
         if c.batch_size < 1 or c.batch_size > len(self.dataset):
             raise ValueError(f"batch size {c.batch_size} is not possible with {len(self.dataset)} samples")
         if c.method not in METHODS:
@@ -127,7 +153,7 @@ class Experiment:
 
     def run_batch(self, i: int, *, progress: bool = False) -> BatchResult:
         c, ds = self.config, self.dataset
-        x_np, y_np, _ = ds.sample_batch(c.batch_size, seed=c.seed * 100_003 + i,
+        x_np, y_np, _ = ds.sample_batch(c.batch_size, seed=batch_seed(c.seed, i),
                                         label_homogeneous=c.label_homogeneous)
         x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
         update = client_update(self.model, x, y, c.client(i))
@@ -142,7 +168,7 @@ class Experiment:
             truth = layer_input(self.model, x, c.layer).detach().double().numpy()
             rec = reconstruct(payload.grad_weight, payload.grad_bias, c.batch_size,
                               weight=payload.weight, bias=payload.bias, device=c.device,
-                              seed=c.seed + i, max_samples=c.max_samples, time_limit=c.time_limit,
+                              seed=attack_seed(c.seed, i), max_samples=c.max_samples, time_limit=c.time_limit,
                               progress=progress, method=c.search)
             result = BatchResult(i, rec, {}, truth, labels=y_np, method=c.method)
             if c.method == "hybrid" and not rec.complete:
@@ -270,9 +296,9 @@ def batch_row(r: BatchResult) -> dict[str, Any]:
         "recovered_fraction": float(s.get("recovered_fraction", 0.0)),
         "psnr_mean": _num(s.get("psnr_mean")),
         "ssim_mean": _num(s.get("ssim_mean")),
-        "rel_err_max": _num(s.get("rel_err_max")),
+        "rel_err_max": _rel_err_max(s),
         "discrete_accuracy": _num(tab.get("discrete_accuracy")),
-        "samples": stats.get("samples"),
+        "submatrices_sampled": stats.get("samples"),
         "directions_found": stats.get("directions_found"),
         "noise_level": rec.noise_level if rec is not None else None,
         # Graded certificate: 0 exact, < 0.15 consistent (noisy updates), ~0.3+ wrong.
@@ -290,25 +316,58 @@ def batch_row(r: BatchResult) -> dict[str, Any]:
     }
 
 
+#: What the less obvious fields of summary.json and batches.csv mean (written into summary.json).
+DEFINITIONS = {
+    "recovered_fraction": f"fraction of the batch's inputs whose matched reconstruction has a relative L2 "
+                          f"error below {metrics.RECOVERED_REL_ERR:g} (median over batches)",
+    "rel_err_max": "largest relative L2 error ||x_hat - x|| / ||x|| over the batch's matched inputs "
+                   "(on pixels for images, on the layer's input otherwise)",
+    "submatrices_sampled": "random (b-1) x b submatrices of the gradient's factor the sampler evaluated "
+                           "(0 when sparse dictionary recovery found every direction)",
+    "certified": "exact certificate from the layer's weight and bias: True proves the batch is the "
+                 "client's; on the CNN path it certifies the features (the head's input), not the images",
+    "violation_rate": "graded certificate: 0 exact, below 0.15 consistent with a noisy update, 0.3+ wrong",
+    "noise_level": "s_(b+1) / s_b of the gradient: ~1e-7 for exact float32 gradients, more under noise",
+    "device": "where the attack ran: cpu or cuda",
+}
+
+
+def median(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Median of ``key`` over the rows that have a value (None when none has)."""
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.median(vals)) if vals else None
+
+
+def fraction(rows: list[dict[str, Any]], key: str) -> float:
+    """Fraction of rows whose ``key`` is true (0 for no rows)."""
+    return float(np.mean([bool(r[key]) for r in rows])) if rows else 0.0
+
+
 def summarize(config: AttackConfig, rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     """summary.json: medians over batches, per-batch rows, the exact configuration."""
-    def median(key):
-        vals = [r[key] for r in rows if r[key] is not None]
-        return float(np.median(vals)) if vals else None
-
     return {
         "batch_size": config.batch_size,
         "batches": len(rows),
-        "recovered_fraction": median("recovered_fraction"),
-        "psnr_mean": median("psnr_mean"),
-        "ssim_mean": median("ssim_mean"),
-        "certified_fraction": float(np.mean([bool(r["certified"]) for r in rows])) if rows else 0.0,
-        "complete_fraction": float(np.mean([bool(r["complete"]) for r in rows])) if rows else 0.0,
-        "seconds_per_batch": median("seconds"),
+        "recovered_fraction": median(rows, "recovered_fraction"),
+        "psnr_mean": median(rows, "psnr_mean"),
+        "ssim_mean": median(rows, "ssim_mean"),
+        "rel_err_max": median(rows, "rel_err_max"),
+        "certified_fraction": fraction(rows, "certified"),
+        "complete_fraction": fraction(rows, "complete"),
+        "seconds_per_batch": median(rows, "seconds"),
         "config": asdict(config),
         "per_batch": rows,
         **extra,
+        "definitions": DEFINITIONS,
     }
+
+
+def _rel_err_max(scores: dict[str, Any]) -> float | None:
+    if scores.get("rel_err_max") is not None:
+        return _num(scores["rel_err_max"])
+    rel = np.asarray(scores.get("rel_err", []), dtype=np.float64)
+    rel = rel[np.isfinite(rel)]
+    return float(rel.max()) if rel.size else None
 
 
 def _num(v):
