@@ -173,7 +173,7 @@ class Experiment:
             result = BatchResult(i, rec, {}, truth, labels=y_np, method=c.method)
             if c.method == "hybrid" and not rec.complete:
                 # Budget ran out: optimize from the directions found, inside the gradient's span.
-                result.inversion = span_inverting_gradients(self.model, update, y, rec.directions, config=c.ig(),
+                result.inversion = span_inverting_gradients(self.model, update, y, rec, config=c.ig(),
                                                             image_shape=self._image_shape(), progress=progress)
             elif c.model == "vgg" and c.layer == 0 and rec.complete:
                 result.inversion = self._invert_features(rec, payload, update, y, progress)
