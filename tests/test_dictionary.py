@@ -28,8 +28,8 @@ def _layer(b, m, positive, dtype, seed):
     Qtrue = np.linalg.lstsq(p.L_live, dZ[p.live], rcond=None)[0]
     Qtrue = (Qtrue / np.linalg.norm(Qtrue, axis=0)).T         # rows
     t = p.tolerances
-    return dict(g=g, problem=p, L=p.L_live, thresh=t.thresh, thresh_pool=t.thresh_pool,
-                min_zeros=t.min_zeros, Qtrue=Qtrue)
+    return dict(g=g, problem=p, L=p.L_live, thresh=t.dict_thresh, min_zeros=t.dict_min_zeros,
+                Qtrue=Qtrue)
 
 
 def _hits(Qtrue, q):
@@ -117,7 +117,7 @@ def test_end_to_end_exact_and_certified(positive):
     b, m = 32, 1000
     d = _layer(b, m, positive, torch.float32, seed=5)
     g, p = d["g"], d["problem"]
-    pool = CandidatePool(d["L"], d["thresh"], d["thresh_pool"])
+    pool = CandidatePool(d["L"], d["thresh"])
     certifier = p.certifier
     known, cert = None, None
     for rnd in range(5):

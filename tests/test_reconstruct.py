@@ -230,15 +230,18 @@ def _poke(t, value):
     return t
 
 
-def test_noise_destroys_the_certificate_instead_of_passing_it():
-    # DP-style noise on the gradient: whatever comes out must not be called certified.
+def test_noise_is_never_certified_and_a_consistent_answer_is_right():
+    # DP-style noise on the gradient: whatever comes out must not be called certified; a
+    # set called consistent must be the batch up to what the noise allows.
     g = first_layer_gradients(6, dtype=torch.float64, seed=4)
     rng = np.random.default_rng(0)
     gw = g.grad_weight.numpy()
     noisy = gw + 1e-3 * np.abs(gw).max() * rng.standard_normal(gw.shape)
-    rec = spear.reconstruct(noisy, g.grad_bias, 6, weight=g.weight, bias=g.bias, time_limit=5)
-    assert rec.certified is False and not rec.complete and rec.inputs is None
-    assert rec.noise_level > 1e-4
+    rec = spear.reconstruct(noisy, g.grad_bias, 6, weight=g.weight, bias=g.bias, time_limit=30)
+    assert rec.certified is False and rec.noise_level > 1e-4
+    assert "additive noise" in rec.diagnosis
+    if rec.complete:
+        assert matched_relative_errors(rec.inputs, g.inputs).max() < 1e-2
     # And the true inputs themselves cannot be certified from such a gradient either.
     assert not spear.verify(noisy, g.grad_bias, g.weight, g.bias, g.inputs).certified
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,37 @@ def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None =
     """
     from spear import _core
 
+    c = _checked_call(L, num_samples, seed, tol, floor, min_zeros, device, offset, probe,
+                      probe_min, max_candidates, num_threads)
+    is_cupy, is_torch_cuda, dtype, m, b, device = c.is_cupy, c.is_torch_cuda, c.dtype, c.m, c.b, c.device
+    L_host, thresh, tol, min_zeros, probe = c.L_host, c.thresh, c.tol, c.min_zeros, c.probe
+    seed, offset, num_samples = c.seed, c.offset, c.num_samples
+    probe_min, max_candidates, num_threads = c.probe_min, c.max_candidates, c.num_threads
+    on_gpu = is_cupy or is_torch_cuda
+    if device == "auto":
+        device = "cuda" if on_gpu else "cpu"
+    fallback = False
+    if device == "cuda":
+        if not _backend.cuda_available():
+            raise ValueError("device='cuda' but the CUDA path cannot run: "
+                             + _backend._cuda_unavailable_reason())
+        device = sampler_device("cuda", b)   # b above the CUDA kernel's limit: the CPU kernel
+        fallback = device == "cpu"
+    if device == "cpu":
+        q, zeros, index, evaluated, total = _core.sample_cpu(
+            np.ascontiguousarray(L_host), thresh, seed, offset, num_samples,
+            min_zeros, probe, probe_min, max_candidates, num_threads)
+        if fallback and on_gpu:   # asked for the GPU: results where the caller expects them
+            q, zeros, index = (_like(L, a) for a in (q, zeros, index))
+        return Directions(q, zeros, index, int(evaluated), int(total), "cpu", min_zeros, tol)
+    return _sample_cuda(L, thresh, dtype, seed, offset, num_samples, min_zeros, probe,
+                        probe_min, max_candidates, tol)
+
+
+def _checked_call(L, num_samples, seed, tol, floor, min_zeros, device, offset, probe,
+                  probe_min, max_candidates, num_threads) -> SimpleNamespace:
+    """Every argument of :func:`sample_directions` checked (a clear error naming the
+    problem, before anything reaches the kernels), with the thresholds and defaults."""
     is_torch = _is_torch(L)
     is_torch_cuda = is_torch and L.is_cuda
     is_cupy = hasattr(L, "__cuda_array_interface__") and not is_torch
@@ -137,25 +169,7 @@ def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None =
     min_zeros = _check_int("min_zeros", min_zeros, 0, m)
     probe = default_probe(b) if probe is None else _check_int("probe", probe, 0)
 
-    on_gpu = is_cupy or is_torch_cuda
-    if device == "auto":
-        device = "cuda" if on_gpu else "cpu"
-    fallback = False
-    if device == "cuda":
-        if not _backend.cuda_available():
-            raise ValueError("device='cuda' but the CUDA path cannot run: "
-                             + _backend._cuda_unavailable_reason())
-        device = sampler_device("cuda", b)   # b above the CUDA kernel's limit: the CPU kernel
-        fallback = device == "cpu"
-    if device == "cpu":
-        q, zeros, index, evaluated, total = _core.sample_cpu(
-            np.ascontiguousarray(L_host), thresh, seed, offset, num_samples,
-            min_zeros, probe, probe_min, max_candidates, num_threads)
-        if fallback and on_gpu:   # asked for the GPU: results where the caller expects them
-            q, zeros, index = (_like(L, a) for a in (q, zeros, index))
-        return Directions(q, zeros, index, int(evaluated), int(total), "cpu", min_zeros, tol)
-    return _sample_cuda(L, thresh, dtype, seed, offset, num_samples, min_zeros, probe,
-                        probe_min, max_candidates, tol)
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "L"})
 
 
 def _like(L, a: np.ndarray):

@@ -48,7 +48,7 @@ WEAK_FACTOR = 1e3
 #: sampler, whose null vectors of b-1 rows amplify the noise by the submatrix's
 #: condition number, at SAMPLER_SIGMAS (a badly conditioned sample is rejected, which
 #: only costs samples).
-SAMPLER_SIGMAS, POOL_SIGMAS = 30.0, 8.0
+SAMPLER_SIGMAS, POOL_SIGMAS = 100.0, 8.0
 #: The dictionary source rounds and filters its own proposals in L's coordinates with
 #: relative tolerances (the pool re-judges them): DICTIONARY_TOL_FACTOR * noise_rel,
 #: clipped, plus DICTIONARY_NOISE_SIGMAS of additive noise in L q.
