@@ -152,6 +152,7 @@ def test_prepare_holds_one_tolerance_policy(layer):
     t = p.tolerances
     # The search runs on the whitened factor: constant thresholds in noise sigmas.
     assert np.all(t.thresh == SAMPLER_SIGMAS) and np.all(t.thresh_pool == POOL_SIGMAS)
+    assert t.sampler_sigmas == SAMPLER_SIGMAS and not t.noisy
     assert p.search.shape == (p.live.sum(), 10) and t.min_zeros >= 9
     # Directions map between the search's coordinates and L's and back.
     Q = np.random.default_rng(0).standard_normal((3, 10))

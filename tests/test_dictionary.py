@@ -117,23 +117,24 @@ def test_end_to_end_exact_and_certified(positive):
     b, m = 32, 1000
     d = _layer(b, m, positive, torch.float32, seed=5)
     g, p = d["g"], d["problem"]
-    pool = CandidatePool(d["L"], d["thresh"])
+    t = p.tolerances
+    pool = CandidatePool(p.search, t.thresh, t.thresh_pool)      # as the search keeps it
     certifier = p.certifier
     known, cert = None, None
     for rnd in range(5):
-        pool.add(dictionary_proposals(d["L"], thresh=d["thresh"], min_zeros=d["min_zeros"],
-                                      seed=rnd, known=known))
+        pool.add(p.to_search(dictionary_proposals(d["L"], thresh=d["thresh"],
+                                                  min_zeros=d["min_zeros"], seed=rnd, known=known)))
         chosen = greedy_independent(pool.q, pool.order(), b)
-        known = pool.q[chosen]
+        known = p.to_factor(pool.q[chosen])
         if len(chosen) < b:
             continue
-        Qunit = pool.q[chosen].T
+        Qunit = known.T
         Q = Qunit * scales(np, p.L, Qunit, p.gb)[None, :]
         cert = certifier(Q)
         if cert.certified:
             break
         # A mixture stands in for a missing column: steer by the certified columns.
-        known = pool.q[[c for c, v in zip(chosen, cert.per_column) if v == 0]]
+        known = known[cert.per_column == 0]
     assert cert is not None and cert.certified, (rnd, len(chosen))
     X = np.linalg.solve(Q, p.R)
     assert matched_relative_errors(X, g.inputs).max() < 1e-4

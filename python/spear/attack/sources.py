@@ -18,7 +18,7 @@ import numpy as np
 
 from .budget import Budget
 from .kernel import sample_directions, sampler_device
-from .tolerance import NO_RELATIVE_TOL, SAMPLER_SIGMAS
+from .tolerance import NO_RELATIVE_TOL
 
 #: The sampler's first chunk of samples, doubling per turn up to the largest.
 FIRST_CHUNK, MAX_CHUNK = 1 << 14, 1 << 22
@@ -81,7 +81,7 @@ class Sampler:
         t0 = budget.clock()
         # On the whitened factor every row's threshold is the same number of sigmas.
         d = sample_directions(problem.search, todo, seed=seed, tol=NO_RELATIVE_TOL,
-                              floor=SAMPLER_SIGMAS, min_zeros=tol.min_zeros, offset=budget.samples,
+                              floor=tol.sampler_sigmas, min_zeros=tol.min_zeros, offset=budget.samples,
                               device=sampler_device(problem.backend.name, problem.b))
         self.seconds += budget.clock() - t0
         budget.spend(todo)

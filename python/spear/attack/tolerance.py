@@ -49,6 +49,11 @@ WEAK_FACTOR = 1e3
 #: condition number, at SAMPLER_SIGMAS (a badly conditioned sample is rejected, which
 #: only costs samples).
 SAMPLER_SIGMAS, POOL_SIGMAS = 100.0, 8.0
+#: Under additive noise (DP-SGD) rows have a low signal-to-noise ratio, and 100 sigmas
+#: would call most rows of a wrong proposal zero (nothing passes the zero count): the
+#: former floors, 10 and 3 sigmas, measured on MNIST under DP-SGD (true zero rows of
+#: L q within 2.4 sigmas).
+NOISY_SAMPLER_SIGMAS, NOISY_POOL_SIGMAS = 10.0, 3.0
 #: The dictionary source rounds and filters its own proposals in L's coordinates with
 #: relative tolerances (the pool re-judges them): DICTIONARY_TOL_FACTOR * noise_rel,
 #: clipped, plus DICTIONARY_NOISE_SIGMAS of additive noise in L q.
@@ -159,6 +164,7 @@ class Tolerances:
     sigma: float              # std of additive noise in L q for a unit q (0: exact)
     thresh: np.ndarray        # (rows,) sampler thresholds on A
     thresh_pool: np.ndarray   # (rows,) pool thresholds on A
+    sampler_sigmas: float     # the sampler's threshold on A (every row)
     noisy: bool               # the noise beyond rank b is additive, not rounding
     min_zeros: int            # fewest zero rows of an accepted proposal (on A)
     independence: float       # residual norm above which a direction is independent
@@ -167,8 +173,8 @@ class Tolerances:
 
     def as_stats(self) -> dict:
         return {"noise_level": self.noise_rel, "noise_floor": self.sigma, "noisy": self.noisy,
-                "min_zeros": self.min_zeros, "sampler_sigmas": SAMPLER_SIGMAS,
-                "pool_sigmas": POOL_SIGMAS}
+                "min_zeros": self.min_zeros, "sampler_sigmas": self.sampler_sigmas,
+                "pool_sigmas": float(self.thresh_pool[0]) if len(self.thresh_pool) else None}
 
 
 def policy_for(A: np.ndarray, L: np.ndarray, noise_rel: float, sigma: float,
@@ -177,12 +183,15 @@ def policy_for(A: np.ndarray, L: np.ndarray, noise_rel: float, sigma: float,
     a factor whose relative noise is ``noise_rel`` (s_{b+1} / s_b) and additive noise in
     L q has std ``sigma``; ``exact``: that noise is rounding."""
     rows = A.shape[0]
-    thresh = np.full(rows, SAMPLER_SIGMAS)
+    k_sampler, k_pool = ((SAMPLER_SIGMAS, POOL_SIGMAS) if exact
+                         else (NOISY_SAMPLER_SIGMAS, NOISY_POOL_SIGMAS))
+    thresh = np.full(rows, k_sampler)
     tail = EXACT_TAIL if exact else NOISY_TAIL
     d_tol = float(np.clip(DICTIONARY_SAMPLER_TOL_FACTOR * noise_rel, *DICTIONARY_SAMPLER_TOL_RANGE))
     d_pool = float(np.clip(DICTIONARY_TOL_FACTOR * noise_rel, *DICTIONARY_TOL_RANGE))
     return Tolerances(
-        noise_rel=noise_rel, sigma=sigma, thresh=thresh, thresh_pool=np.full(rows, POOL_SIGMAS),
+        noise_rel=noise_rel, sigma=sigma, thresh=thresh, thresh_pool=np.full(rows, k_pool),
+        sampler_sigmas=k_sampler,
         noisy=not exact, min_zeros=min_zeros_for(A, thresh, tail=tail),
         independence=max(INDEPENDENCE_TOL, min(NOISY_INDEPENDENCE_MAX,
                                                NOISY_INDEPENDENCE_FACTOR * noise_rel)),
