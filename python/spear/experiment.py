@@ -291,6 +291,7 @@ def batch_row(r: BatchResult) -> dict[str, Any]:
     return {
         "batch": r.index,
         "method": r.method,
+        "verdict": rec.verdict if rec is not None else None,
         "complete": rec.complete if rec is not None else False,
         "certified": rec.certified if rec is not None else None,
         "recovered_fraction": float(s.get("recovered_fraction", 0.0)),
@@ -313,6 +314,7 @@ def batch_row(r: BatchResult) -> dict[str, Any]:
         "psnr_before_refine": _num(s.get("psnr_before_refine")),
         "ssim_before_refine": _num(s.get("ssim_before_refine")),
         "seconds": round(r.seconds, 4),
+        "diagnosis": rec.diagnosis if rec is not None else None,
     }
 
 
@@ -329,6 +331,10 @@ DEFINITIONS = {
     "violation_rate": "graded certificate: 0 exact, below 0.15 consistent with a noisy update, 0.3+ wrong",
     "noise_level": "s_(b+1) / s_b of the gradient: ~1e-7 for exact float32 gradients, more under noise",
     "device": "where the attack ran: cpu or cuda",
+    "verdict": "certified (proof) | consistent (graded check passes: evidence, not proof) | partial "
+               "(some inputs lie below the gradient's rounding or noise level; the rest certified or "
+               "consistent) | unverified (no weight and bias: nothing checked) | rejected | incomplete",
+    "diagnosis": "why the batch is less than certified, with the numbers (budget, noise, rounding, b against m)",
 }
 
 

@@ -34,8 +34,10 @@ def facts(rec, *, seconds: float | None = None, time_limit: float | None = None)
     if found is None and rec.directions is not None:
         found = int(rec.directions.shape[1]) if rec.directions.ndim == 2 else None
     status = getattr(rec, "input_status", None)
+    errors = None if cert is None else getattr(cert, "input_errors", None)
     return {
         "batch_size": int(rec.batch_size),
+        "verdict": getattr(rec, "verdict", None),
         "complete": bool(rec.complete),
         "certified": None if rec.certified is None else bool(rec.certified),
         "directions_found": found,
@@ -49,6 +51,7 @@ def facts(rec, *, seconds: float | None = None, time_limit: float | None = None)
         "backend": stats.get("backend"),
         "diagnosis": diagnosis(rec, seconds=seconds, time_limit=time_limit),
         "input_status": None if status is None else [_plainish(s) for s in status],
+        "input_errors": None if errors is None else [_float(e) for e in errors],
     }
 
 
