@@ -138,7 +138,7 @@ def prepare(grad_weight, grad_bias, batch_size: int | None = None, *, weight=Non
         raise ValueError(f"only {L_live.shape[0]} neurons of {m} have a non-zero gradient; "
                          f"at least b-1 = {b - 1} are needed")
     sigma_rows = row_noise(xp, _residual_rows(xp, gW, fac.L, fac.R), xp.asarray(live), n, b,
-                           float(s[0]))
+                           float(s[0]), xp.linalg.norm(gW, axis=1), float(np.finfo(dtype).eps))
     exact = is_exact(s, b, float(xp.linalg.norm(gW)))
     root = np.sqrt(np.asarray(s[:b], dtype=np.float64))
     root_xp = xp.asarray(root)

@@ -78,6 +78,7 @@ class Selector:
             if len(chosen) < b:
                 return None
             if self.problem.certifier is not None:
+                chosen, order = self._most_hit_if_better(pool, order, chosen)
                 chosen = self.chosen = self._revisit(pool, order, chosen)
                 self.best_directions = self._in_factor(pool.q[chosen])
             Q = self._scaled(pool.q[chosen])
@@ -86,6 +87,21 @@ class Selector:
             return Selection(Q, X, cert)
         finally:
             self.seconds += time.perf_counter() - t0
+
+    def _most_hit_if_better(self, pool, order, chosen):
+        """Sparsest first can be wrong when the batch is barely sparse (a trained MLP on
+        all-positive digits: 3-9 exact zeros per column, so "sparsest" counts rows below
+        the noise): a proposal the sources found once can outrank the true columns, which
+        the sampler hits again and again. If the set chosen most-hit first certifies
+        better, it wins (one certificate more per selection)."""
+        by_hits = order[np.lexsort((-pool.zeros[order], -pool.hits[order]))]
+        other = greedy_independent(pool.q, by_hits, self.problem.b, tol=self.tol)
+        if len(other) < self.problem.b or sorted(other) == sorted(chosen):
+            return chosen, order
+        certify = self.problem.certifier
+        if certify(self._scaled(pool.q[other])).badness() < certify(self._scaled(pool.q[chosen])).badness():
+            return other, by_hits
+        return chosen, order
 
     def _in_factor(self, Prows: np.ndarray) -> np.ndarray:
         """(b, k) unit columns in L's coordinates."""

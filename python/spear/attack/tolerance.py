@@ -115,6 +115,9 @@ SIGMA_FLOOR_REL = 1e-3
 #: so escapes the residual: SVD_NOISE_FACTOR eps64 s_1 / sqrt(n) (float64 gradients of
 #: random-init MLPs: the true batch showed sign violations below 10, none from 10 on).
 SVD_NOISE_FACTOR = 10.0
+#: ... and at the rounding of the gradient's own entries: ROUNDING_ROW_FACTOR eps(dtype)
+#: ||gW_k|| / sqrt(n) per row.
+ROUNDING_ROW_FACTOR = 0.5
 #: The exact check judges an entry of dZ' only past CERT_SIGMAS of its noise, and calls
 #: Z' negative below -CERT_Z_SIGMAS times its error margin. Measured on 18 trained-MLP
 #: fixtures (MNIST, float32 gradients; true sets rebuilt from the true zero sets): at 25
@@ -209,7 +212,7 @@ def rank_level(spectrum: np.ndarray, dtype) -> float:
                RANK_ROUNDING_FACTOR * eps * float(np.sqrt(np.sum(s * s))))
 
 
-def row_noise(xp, residual_rows, live, n: int, b: int, top: float):
+def row_noise(xp, residual_rows, live, n: int, b: int, top: float, row_norms=None, eps: float = 0.0):
     """Noise std of the entries of each row of gW from the row norms of what rank b leaves
     (gW - L R), floored at SIGMA_FLOOR_REL of the median live row (rows with few non-zero
     entries would otherwise get absurd weights) and at the float64 rounding of the
@@ -217,6 +220,10 @@ def row_noise(xp, residual_rows, live, n: int, b: int, top: float):
     sigma = residual_rows / np.sqrt(max(n - b, 1))
     floor = SIGMA_FLOOR_REL * float(xp.median(sigma[live])) if bool(live.any()) else 0.0
     floor = max(floor, SVD_NOISE_FACTOR * float(np.finfo(np.float64).eps) * top / np.sqrt(n))
+    if row_norms is not None:
+        # The rounding of each stored entry, which lies partly inside the span (digits:
+        # 17 of 64 input pixels always zero) and so escapes the residual.
+        sigma = xp.maximum(sigma, ROUNDING_ROW_FACTOR * eps * row_norms / np.sqrt(n))
     return xp.where(live, xp.maximum(sigma, floor), 0.0)
 
 
