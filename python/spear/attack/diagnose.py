@@ -66,9 +66,16 @@ def diagnose(problem, outcome, budget: Budget, verdict: str) -> str | None:
     elif verdict == "partial":
         parts.append(_partial_note(problem, outcome.selection.certificate))
     elif verdict == "consistent":
+        from .finish import suspect_columns
+
+        cert = outcome.selection.certificate
+        suspect = int(np.count_nonzero(suspect_columns(cert)))
         parts.append("consistent, not certified: the graded check passes (worst column "
-                     f"violation rate {outcome.selection.certificate.violation_rate:.3g}) "
-                     "but the exact check cannot judge at this noise level")
+                     f"violation rate {cert.violation_rate:.3g}), the exact one finds "
+                     f"{cert.violations} sign violations"
+                     + (f"; {suspect} input(s) suspect: their columns break the sign rule "
+                        "where the others do not (a wrong direction looks like this; so "
+                        "can FedAvg drift)" if suspect else ""))
     else:
         parts.append(f"{found} of {b} directions found")
     if verdict in ("incomplete", "rejected"):
