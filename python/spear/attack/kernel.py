@@ -101,29 +101,24 @@ def sample_directions(L, num_samples: int, *, seed: int = 0, tol: float | None =
 
     c = _checked_call(L, num_samples, seed, tol, floor, min_zeros, device, offset, probe,
                       probe_min, max_candidates, num_threads)
-    is_cupy, is_torch_cuda, dtype, m, b, device = c.is_cupy, c.is_torch_cuda, c.dtype, c.m, c.b, c.device
-    L_host, thresh, tol, min_zeros, probe = c.L_host, c.thresh, c.tol, c.min_zeros, c.probe
-    seed, offset, num_samples = c.seed, c.offset, c.num_samples
-    probe_min, max_candidates, num_threads = c.probe_min, c.max_candidates, c.num_threads
-    on_gpu = is_cupy or is_torch_cuda
-    if device == "auto":
-        device = "cuda" if on_gpu else "cpu"
+    on_gpu = c.is_cupy or c.is_torch_cuda
+    device = ("cuda" if on_gpu else "cpu") if c.device == "auto" else c.device
     fallback = False
     if device == "cuda":
         if not _backend.cuda_available():
             raise ValueError("device='cuda' but the CUDA path cannot run: "
                              + _backend._cuda_unavailable_reason())
-        device = sampler_device("cuda", b)   # b above the CUDA kernel's limit: the CPU kernel
+        device = sampler_device("cuda", c.b)   # b above the CUDA kernel's limit: the CPU kernel
         fallback = device == "cpu"
     if device == "cpu":
         q, zeros, index, evaluated, total = _core.sample_cpu(
-            np.ascontiguousarray(L_host), thresh, seed, offset, num_samples,
-            min_zeros, probe, probe_min, max_candidates, num_threads)
+            np.ascontiguousarray(c.L_host), c.thresh, c.seed, c.offset, c.num_samples,
+            c.min_zeros, c.probe, c.probe_min, c.max_candidates, c.num_threads)
         if fallback and on_gpu:   # asked for the GPU: results where the caller expects them
             q, zeros, index = (_like(L, a) for a in (q, zeros, index))
-        return Directions(q, zeros, index, int(evaluated), int(total), "cpu", min_zeros, tol)
-    return _sample_cuda(L, thresh, dtype, seed, offset, num_samples, min_zeros, probe,
-                        probe_min, max_candidates, tol)
+        return Directions(q, zeros, index, int(evaluated), int(total), "cpu", c.min_zeros, c.tol)
+    return _sample_cuda(L, c.thresh, c.dtype, c.seed, c.offset, c.num_samples, c.min_zeros,
+                        c.probe, c.probe_min, c.max_candidates, c.tol)
 
 
 def _checked_call(L, num_samples, seed, tol, floor, min_zeros, device, offset, probe,
