@@ -9,6 +9,9 @@ verdicts, inputs recovered (matched relative error below 1e-3 and 1e-2), seconds
     python bench/bench_trained.py --data-root ../shared/datasets/mnist --dataset mnist \\
         --checkpoints 0 0.1 1 3 --bs 8 20 50 100 --batches 2 --json out.json --markdown out.md
     python bench/bench_trained.py --quick --data-root ../shared/datasets/mnist
+    python bench/bench_trained.py --from-json out.json --plot out.png   # redraw a saved run
+
+The JSON is rewritten after every cell, so a run stopped part way keeps what it measured.
 """
 from __future__ import annotations
 
@@ -41,10 +44,17 @@ def matched_errors(recon: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return err
 
 
-def attack_cell(net, x, y, b, batches, time_limit, seed):
+def machine() -> dict:
+    import os
+    import platform
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "load_average": [round(v, 2) for v in os.getloadavg()], "torch_threads": 1}
+
+
+def attack_cell(net, x, y, b, batches, time_limit, seed, train=TRAIN):
     rows = []
     for k in range(batches):
-        lo = TRAIN + k * b
+        lo = train + k * b
         xb, yb = torch.from_numpy(x[lo:lo + b]), torch.from_numpy(y[lo:lo + b]).long()
         loss = torch.nn.functional.cross_entropy(net(xb), yb)
         gw, gb = torch.autograd.grad(loss, [net[0].weight, net[0].bias])
@@ -63,31 +73,32 @@ def attack_cell(net, x, y, b, batches, time_limit, seed):
     return rows
 
 
-def run(args):
+def run(args, save=lambda records: None):
     ds = load_dataset(args.dataset, args.data_root)
     x, y = ds.get(np.arange(len(ds)))
     x = x.astype(np.float32)
-    if len(x) < TRAIN + max(args.bs) * args.batches:
-        raise SystemExit(f"{args.dataset} has {len(x)} samples; need {TRAIN} to train and "
+    if len(x) < args.train + max(args.bs) * args.batches:
+        raise SystemExit(f"{args.dataset} has {len(x)} samples; need {args.train} to train and "
                          f"{max(args.bs) * args.batches} held out")
     classes = int(y.max()) + 1
     records = []
     for model in args.models:
         width, depth = MODELS[model]
         net = make_fcnn(x.shape[1], classes, width=width, depth=depth, seed=args.seed)
-        steps_per_epoch = TRAIN / 64
+        steps_per_epoch = args.train / 64
         marks = {int(round(e * steps_per_epoch)): e for e in args.checkpoints}
 
         def at(step, m, model=model):
             for b in args.bs:
-                rows = attack_cell(m, x, y, b, args.batches, args.time_limit, args.seed)
+                rows = attack_cell(m, x, y, b, args.batches, args.time_limit, args.seed, args.train)
                 rec = {"dataset": args.dataset, "model": model, "epochs": marks[step], "b": b,
                        "batches": rows}
                 records.append(rec)
+                save(records)
                 print(json.dumps({k: v for k, v in rec.items() if k != "batches"}),
                       [(r["verdict"], r.get("within_1e-3"), r["seconds"]) for r in rows], flush=True)
 
-        train_classifier(net, x[:TRAIN], y[:TRAIN],
+        train_classifier(net, x[:args.train], y[:args.train],
                          TrainConfig(epochs=max(args.checkpoints), seed=args.seed),
                          checkpoints=marks, on_checkpoint=at)
     return records
@@ -108,10 +119,38 @@ def markdown(records) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(records, path) -> None:
+    """Inputs within 1e-3 (fraction) against training epochs, one panel per dataset and
+    model, one line per batch size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["model"]) for r in records})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (ds, model) in zip(axes[0], panels):
+        mine = [r for r in records if (r["dataset"], r["model"]) == (ds, model)]
+        for b in sorted({r["b"] for r in mine}):
+            pts = sorted((r["epochs"], sum(x.get("within_1e-3", 0) for x in r["batches"])
+                          / (b * len(r["batches"]))) for r in mine if r["b"] == b)
+            ax.plot([e for e, _ in pts], [f for _, f in pts], "o-", label=f"b = {b}")
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{ds}, {model}")
+        ax.set_xlabel("training epochs")
+        ax.set_ylabel("inputs within 1e-3")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="mnist")
-    p.add_argument("--data-root", required=True, help="folder with the dataset in its original format")
+    p.add_argument("--data-root", help="folder with the dataset in its original format "
+                   "(not needed for the built-in digits)")
+    p.add_argument("--train", type=int, default=TRAIN, help="training samples (default: %(default)s); "
+                   "the batches attacked are held out after them")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--checkpoints", nargs="+", type=float, default=[0, 0.1, 1, 3],
                    help="epochs at which to attack (default: %(default)s)")
@@ -122,6 +161,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="b = 20, checkpoints 0 and 1, one batch")
     p.add_argument("--json")
     p.add_argument("--markdown")
+    p.add_argument("--plot", help="PNG: inputs recovered against training epochs")
+    p.add_argument("--from-json", help="redraw the table and plot of a saved run (no attack)")
     args = p.parse_args(argv)
     for out in (args.json, args.markdown):
         if out:
@@ -129,10 +170,20 @@ def main(argv=None):
     if args.quick:
         args.bs, args.checkpoints, args.batches = [20], [0, 1], 1
     torch.set_num_threads(1)
-    records = run(args)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"command": "python bench/bench_trained.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                                               "records": records}, indent=1))
+    if args.from_json:
+        records = json.loads(Path(args.from_json).read_text())["records"]
+    else:
+        command = "python bench/bench_trained.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+        def save(records):
+            if args.json:
+                Path(args.json).write_text(json.dumps(
+                    {"command": command, "started": started, "machine": machine(), "records": records},
+                    indent=1))
+        records = run(args, save)
+    if args.plot:
+        plot(records, args.plot)
     table = markdown(records)
     print(table)
     if args.markdown:

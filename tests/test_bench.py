@@ -66,3 +66,27 @@ def test_bench_large_batch_skips_after_a_failure(tmp_path):
     assert records[40]["complete_fraction"] == 0 and not records[40]["skipped"]
     assert records[50]["skipped"] and records[50]["per_batch"] == []
     assert (tmp_path / "l_sample_zero-mean_float64.png").stat().st_size > 1000
+
+
+def test_bench_trained_table_plot_and_redraw(tmp_path):
+    out = tmp_path / "t.json"
+    args = ["--dataset", "digits", "--train", "1000", "--models", "fcnn200", "--checkpoints", "0", "0.5",
+            "--bs", "4", "--batches", "1", "--time-limit", "20"]
+    subprocess.run([sys.executable, str(BENCH / "bench_trained.py"), *args, "--json", str(out),
+                    "--markdown", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")],
+                   check=True, capture_output=True, timeout=600)
+    saved = json.loads(out.read_text())
+    assert saved["command"].endswith("--plot " + str(tmp_path / "t.png"))
+    assert saved["machine"]["cores"] >= 1
+    records = saved["records"]
+    assert [(r["epochs"], r["b"]) for r in records] == [(0, 4), (0.5, 4)]
+    init = records[0]["batches"][0]
+    assert init["verdict"] == "certified" and init["within_1e-3"] == 4     # random init, b = 4
+    for r in records:
+        row = r["batches"][0]
+        assert 0 <= row["within_1e-3"] <= row["within_1e-2"] <= 4
+        assert (row["diagnosis"] is None) == (row["verdict"] == "certified")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    redraw = subprocess.run([sys.executable, str(BENCH / "bench_trained.py"), "--from-json", str(out)],
+                            check=True, capture_output=True, text=True, timeout=120)
+    assert (tmp_path / "t.md").read_text() in redraw.stdout

@@ -25,10 +25,12 @@ def _layer(b, m, positive, dtype, seed):
     X = g.inputs                                              # b x n
     gW = g.grad_weight.double().numpy()
     dZ = gW @ X.T @ np.linalg.inv(X @ X.T)                    # m x b, exact up to rounding
-    Qtrue = np.linalg.lstsq(p.L_live, dZ[p.live], rcond=None)[0]
+    # The source's view: M = A * sigma (live rows of gW V_b), the pool's noise rule.
+    M = p.search * p.noise_live[:, None]
+    Qtrue = np.linalg.lstsq(M, dZ[p.live], rcond=None)[0]
     Qtrue = (Qtrue / np.linalg.norm(Qtrue, axis=0)).T         # rows
     t = p.tolerances
-    return dict(g=g, problem=p, L=p.L_live, thresh=t.dict_thresh, min_zeros=t.dict_min_zeros,
+    return dict(g=g, problem=p, L=M, thresh=t.thresh_pool * p.noise_live, min_zeros=t.min_zeros,
                 Qtrue=Qtrue)
 
 
@@ -122,13 +124,14 @@ def test_end_to_end_exact_and_certified(positive):
     certifier = p.certifier
     known, cert = None, None
     for rnd in range(5):
-        pool.add(p.to_search(dictionary_proposals(d["L"], thresh=d["thresh"],
-                                                  min_zeros=d["min_zeros"], seed=rnd, known=known)))
+        # Proposals come in the search's coordinates (those of M and of the pool).
+        pool.add(dictionary_proposals(d["L"], thresh=d["thresh"], min_zeros=d["min_zeros"],
+                                      seed=rnd, known=known))
         chosen = greedy_independent(pool.q, pool.order(), b)
-        known = p.to_factor(pool.q[chosen])
+        known = pool.q[chosen]
         if len(chosen) < b:
             continue
-        Qunit = known.T
+        Qunit = p.to_factor(known).T
         Q = Qunit * scales(np, p.L, Qunit, p.gb)[None, :]
         cert = certifier(Q)
         if cert.certified:

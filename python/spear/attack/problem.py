@@ -65,6 +65,7 @@ class Problem:
     exact: bool = True           # the noise beyond rank b is rounding, not additive
     search: np.ndarray | None = None   # (rows, b) whitened factor A = M / sigma (host)
     root: np.ndarray | None = None     # (b,) s_j^1/2: q = root * p maps A's to L's coordinates
+    noise_live: np.ndarray | None = None   # (rows,) sigma of the live rows (host): M = A * sigma
 
     def to_factor(self, P: np.ndarray) -> np.ndarray:
         """Unit directions (rows) in the search's coordinates -> unit rows in L's."""
@@ -143,15 +144,17 @@ def prepare(grad_weight, grad_bias, batch_size: int | None = None, *, weight=Non
     root = np.sqrt(np.asarray(s[:b], dtype=np.float64))
     root_xp = xp.asarray(root)
     # The whitened factor: M = L S^1/2 = U S, each live row divided by its noise.
-    A = np.ascontiguousarray(L_live * root[None, :] / be.to_numpy(sigma_rows)[live][:, None])
+    noise_live = be.to_numpy(sigma_rows)[live]
+    A = np.ascontiguousarray(L_live * root[None, :] / noise_live[:, None])
     certifier = None if W is None else Certifier(
         xp, fac.L, fac.R, W, Bv, sigma_rows=sigma_rows, exact=exact,
         col_noise=lambda Q: xp.linalg.norm(Q / root_xp[:, None], axis=0))
     return Problem(backend=be, shape=(m, n), dtype=dtype, gW=gW, gb=gb, weight=W, bias=Bv,
                    L=fac.L, R=fac.R, spectrum=s, rank=fac.rank, requested=fac.requested,
                    live=live, L_live=L_live,
-                   tolerances=policy_for(A, L_live, noise_rel, sigma, exact), certifier=certifier,
-                   seconds=seconds, sigma_rows=sigma_rows, exact=exact, search=A, root=root)
+                   tolerances=policy_for(A, noise_rel, sigma, exact), certifier=certifier,
+                   seconds=seconds, sigma_rows=sigma_rows, exact=exact, search=A, root=root,
+                   noise_live=noise_live)
 
 
 def _residual_rows(xp, gW, L, R):

@@ -19,7 +19,7 @@ from .budget import Budget, expired
 from .certify import Certificate
 from .problem import Problem
 from .scale import scales
-from .select import CandidatePool, greedy_independent
+from .select import CandidatePool, greedy_independent, regrow
 from .tolerance import ELIGIBLE_ZERO_FRACTION
 
 
@@ -63,22 +63,21 @@ class Selector:
         self.chosen: list[int] = []
         self._last_key: tuple = ()
         self._last_choice: list[int] = []
+        self._regrown: set[int] = set()
 
     def select(self, pool: CandidatePool) -> Selection | None:
         """A :class:`Selection` once b independent directions are in the pool, else None."""
         t0 = time.perf_counter()
         try:
             b = self.problem.b
-            order = pool.order()
-            if len(order):
-                order = order[pool.zeros[order] >= ELIGIBLE_ZERO_FRACTION * pool.zeros[order[0]]]
-            chosen = greedy_independent(pool.q, order, b, tol=self.tol)
-            self.found, self.chosen = len(chosen), chosen
-            self.best_directions = self._in_factor(pool.q[chosen])
+            order, chosen = self._greedy(pool)
             if len(chosen) < b:
                 return None
             if self.problem.certifier is not None:
                 chosen, order = self._most_hit_if_better(pool, order, chosen)
+                if self._regrow_rejected(pool, chosen):
+                    order, chosen = self._greedy(pool)
+                    chosen, order = self._most_hit_if_better(pool, order, chosen)
                 chosen = self.chosen = self._revisit(pool, order, chosen)
                 self.best_directions = self._in_factor(pool.q[chosen])
             Q = self._scaled(pool.q[chosen])
@@ -87,6 +86,33 @@ class Selector:
             return Selection(Q, X, cert)
         finally:
             self.seconds += time.perf_counter() - t0
+
+    def _greedy(self, pool):
+        """Sparsest first among the eligible candidates; b independent ones if there are."""
+        order = pool.order()
+        if len(order):
+            order = order[pool.zeros[order] >= ELIGIBLE_ZERO_FRACTION * pool.zeros[order[0]]]
+        chosen = greedy_independent(pool.q, order, self.problem.b, tol=self.tol)
+        self.found, self.chosen = len(chosen), chosen
+        self.best_directions = self._in_factor(pool.q[chosen])
+        return order, chosen
+
+    def _regrow_rejected(self, pool, chosen) -> bool:
+        """Give each column the certificate rejects (at most MAX_SWAPPED of them, each once)
+        the directions near it with more zeros (:func:`select.regrow`); True when the
+        pool gained any."""
+        cert = self.problem.certifier(self._scaled(pool.q[chosen]))
+        bad = [chosen[i] for i in np.flatnonzero(cert.per_column)]
+        if cert.certified or len(bad) > MAX_SWAPPED:
+            return False
+        added = 0
+        for i in bad:
+            if i in self._regrown or expired(self.budget):
+                continue
+            self._regrown.add(i)
+            kids = regrow(pool.L, pool.thresh_tight, pool.q[i], np.random.default_rng(i))
+            added += pool.add(kids, budget=self.budget) if len(kids) else 0
+        return added > 0
 
     def _most_hit_if_better(self, pool, order, chosen):
         """Sparsest first can be wrong when the batch is barely sparse (a trained MLP on

@@ -97,8 +97,10 @@ class Sampler:
 @dataclass
 class Dictionary:
     """Sparse dictionary recovery: a broad first round (8 b starts), then rounds steered
-    away from the selected directions (4 b starts). Exhausted after a round that adds
-    nothing, once ``patience`` rounds have run."""
+    away from the selected directions (4 b starts), alternating the search basis (rows as
+    unit length, then as they are: ``dictionary.BASES``). Runs on the live rows
+    of gW V_b with the pool's noise rule. Exhausted after one round of each basis in a row
+    adds nothing, once ``patience`` rounds have run."""
 
     name: str = "dictionary"
     exhausted: bool = False
@@ -108,22 +110,30 @@ class Dictionary:
     #: rest): on trained networks a round can take minutes (a 60 s budget went to two
     #: rounds and no sample).
     time_share: float = 1.0
+    bases: tuple = ("unit", "plain")
+    idle: int = 0                      # rounds in a row that added nothing
     xp: object = field(default=np)     # the rounds run on the host (CuPy: issue 17/18)
 
     def propose(self, problem, known, budget: Budget, seed: int) -> Proposal:
         from .dictionary import dictionary_proposals
 
-        known = known if len(known) else None
         tol = problem.tolerances
-        q = dictionary_proposals(problem.L_live, thresh=tol.dict_thresh, min_zeros=tol.dict_min_zeros,
-                                 seed=seed + self.rounds, known=known, xp=self.xp,
+        # M = A * sigma: the zero rule |M_k p| <= K sigma_k for unit p, as in the pool.
+        noise = problem.noise_live
+        q = dictionary_proposals(problem.search * noise[:, None], thresh=tol.thresh_pool * noise,
+                                 min_zeros=tol.min_zeros, seed=seed + self.rounds,
+                                 known=problem.to_search(known) if len(known) else None, xp=self.xp,
                                  budget=budget.share(self.time_share),
-                                 num_starts=None if known is None else 4 * problem.b)
+                                 num_starts=None if not len(known) else 4 * problem.b,
+                                 basis=self.bases[self.rounds % len(self.bases)])
         self.rounds += 1
-        return Proposal(np.asarray(q))
+        return Proposal(problem.to_factor(q) if len(q) else np.asarray(q))
 
     def observe(self, added: int) -> None:
-        self.exhausted = added == 0 and self.rounds >= self.patience
+        # Each basis finds columns the other misses: give up only after a round of each
+        # in a row adds nothing.
+        self.idle = 0 if added else self.idle + 1
+        self.exhausted = self.idle >= len(self.bases) and self.rounds >= self.patience
 
 
 #: Names accepted by ``reconstruct(method=...)``.

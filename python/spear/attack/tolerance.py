@@ -54,15 +54,9 @@ SAMPLER_SIGMAS, POOL_SIGMAS = 100.0, 8.0
 #: former floors, 10 and 3 sigmas, measured on MNIST under DP-SGD (true zero rows of
 #: L q within 2.4 sigmas).
 NOISY_SAMPLER_SIGMAS, NOISY_POOL_SIGMAS = 10.0, 3.0
-#: The dictionary source rounds and filters its own proposals in L's coordinates with
-#: relative tolerances (the pool re-judges them): DICTIONARY_TOL_FACTOR * noise_rel,
-#: clipped, plus DICTIONARY_NOISE_SIGMAS of additive noise in L q.
-DICTIONARY_TOL_FACTOR, DICTIONARY_TOL_RANGE = 1e2, (1e-13, 1e-5)
-DICTIONARY_NOISE_SIGMAS = 3.0
-#: The proposals it keeps need as many zeros as a sampler proposal would at
-#: DICTIONARY_SAMPLER_TOL_FACTOR * noise_rel (clipped) and 10 sigmas of additive noise.
-DICTIONARY_SAMPLER_TOL_FACTOR, DICTIONARY_SAMPLER_TOL_RANGE = 1e3, (1e-11, 1e-4)
-DICTIONARY_SAMPLER_SIGMAS = 10.0
+#: The dictionary source searches M = A * sigma (the live rows of gW V_b, no row
+#: scaling) and judges zeros by the same noise rule, |M_k p| <= POOL_SIGMAS sigma_k for a
+#: unit p; its proposals need the sampler's zero count (``Tolerances.min_zeros``).
 #: The kernel's relative tolerance |L_r q| <= tol * ||L_r|| when a caller gives none.
 DEFAULT_TOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
 #: A relative tolerance that no row reaches: thresholds are then the absolute floor alone.
@@ -160,8 +154,8 @@ VERIFY_FIT_FACTOR, VERIFY_BIAS_FACTOR = 1e3, 10.0
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Every threshold of one prepared problem: on the whitened factor A (sampler, pool)
-    and, for the dictionary source, on the live rows of L."""
+    """Every threshold of one prepared problem, in noise sigmas of the whitened factor A
+    (sampler, pool, dictionary)."""
 
     noise_rel: float          # relative noise of L: s_{b+1} / s_b
     sigma: float              # std of additive noise in L q for a unit q (0: exact)
@@ -171,8 +165,6 @@ class Tolerances:
     noisy: bool               # the noise beyond rank b is additive, not rounding
     min_zeros: int            # fewest zero rows of an accepted proposal (on A)
     independence: float       # residual norm above which a direction is independent
-    dict_thresh: np.ndarray   # (rows,) dictionary thresholds on L
-    dict_min_zeros: int       # fewest zero rows of a dictionary proposal (on L)
 
     def as_stats(self) -> dict:
         return {"noise_level": self.noise_rel, "noise_floor": self.sigma, "noisy": self.noisy,
@@ -180,27 +172,20 @@ class Tolerances:
                 "pool_sigmas": float(self.thresh_pool[0]) if len(self.thresh_pool) else None}
 
 
-def policy_for(A: np.ndarray, L: np.ndarray, noise_rel: float, sigma: float,
-               exact: bool) -> Tolerances:
-    """The thresholds for the whitened factor ``A`` and the live rows ``L`` (float64) of
-    a factor whose relative noise is ``noise_rel`` (s_{b+1} / s_b) and additive noise in
+def policy_for(A: np.ndarray, noise_rel: float, sigma: float, exact: bool) -> Tolerances:
+    """The thresholds for the whitened factor ``A`` (float64) of a factor whose relative noise is ``noise_rel`` (s_{b+1} / s_b) and additive noise in
     L q has std ``sigma``; ``exact``: that noise is rounding."""
     rows = A.shape[0]
     k_sampler, k_pool = ((SAMPLER_SIGMAS, POOL_SIGMAS) if exact
                          else (NOISY_SAMPLER_SIGMAS, NOISY_POOL_SIGMAS))
     thresh = np.full(rows, k_sampler)
     tail = EXACT_TAIL if exact else NOISY_TAIL
-    d_tol = float(np.clip(DICTIONARY_SAMPLER_TOL_FACTOR * noise_rel, *DICTIONARY_SAMPLER_TOL_RANGE))
-    d_pool = float(np.clip(DICTIONARY_TOL_FACTOR * noise_rel, *DICTIONARY_TOL_RANGE))
     return Tolerances(
         noise_rel=noise_rel, sigma=sigma, thresh=thresh, thresh_pool=np.full(rows, k_pool),
         sampler_sigmas=k_sampler,
         noisy=not exact, min_zeros=min_zeros_for(A, thresh, tail=tail),
         independence=max(INDEPENDENCE_TOL, min(NOISY_INDEPENDENCE_MAX,
-                                               NOISY_INDEPENDENCE_FACTOR * noise_rel)),
-        dict_thresh=row_thresholds(L, d_pool, DICTIONARY_NOISE_SIGMAS * sigma),
-        dict_min_zeros=min_zeros_for(L, row_thresholds(L, d_tol, DICTIONARY_SAMPLER_SIGMAS * sigma),
-                                     tail=tail))
+                                               NOISY_INDEPENDENCE_FACTOR * noise_rel)))
 
 
 def rank_level(spectrum: np.ndarray, dtype) -> float:
