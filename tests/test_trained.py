@@ -53,3 +53,13 @@ def test_trained_batch_is_recovered_and_certified(trained):
     predicted = rec.certificate.input_errors
     assert predicted.shape == (10,) and np.all(predicted > 0)
     assert np.median(err) < 20 * np.median(predicted) + 1e-6
+
+
+def test_the_dictionary_searches_rows_as_they_are_first_on_a_trained_network(trained):
+    from gradients import first_layer_gradients
+    from spear.attack.dictionary import bases_for
+
+    gw = trained[0].double().numpy()
+    assert bases_for(np.linalg.svd(gw, compute_uv=False), 10)[0] == "plain"
+    init = first_layer_gradients(10, width=200, n=64, seed=0).grad_weight.double().numpy()
+    assert bases_for(np.linalg.svd(init, compute_uv=False), 10)[0] == "unit"

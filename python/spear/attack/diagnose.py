@@ -17,17 +17,13 @@ Only ``certified`` and ``consistent`` count as complete.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .budget import Budget
+from .kernel import SAMPLER_REACH, expected_samples
 from .tolerance import MAX_VIOLATION_RATE, WEAK_FACTOR
 
 VERDICTS = ("certified", "consistent", "partial", "unverified", "rejected", "incomplete")
-#: The sampler is out of reach once its expected sample count passes this (about a day
-#: of the CPU kernel at 7e5 samples/s on two cores).
-SAMPLER_REACH = 1e11
 #: Live neurons per input down to which the dictionary source was measured to recover
 #: whole batches (b = 100 at m = 2000 zero-mean, float32: 3 of 3 in 30-105 s; b = 128 at
 #: m = 2000, 15.6 per input: exact in 298 s, 115-125 of 128 directions in 60 s).
@@ -134,7 +130,7 @@ def _width_note(problem, outcome) -> str | None:
     notes = []
     if outcome.zero_fraction is not None and b > 1:
         rho = outcome.zero_fraction
-        need = _harmonic(b) * rho ** -(b - 1) if rho > 0 else math.inf
+        need = expected_samples(b, rho)
         if need > SAMPLER_REACH:
             notes.append(f"the sampler needs ~{need:.2g} samples at b = {b} (zero fraction "
                          f"{rho:.2f} per column)")
@@ -142,7 +138,3 @@ def _width_note(problem, outcome) -> str | None:
         notes.append(f"{rows} live neurons for b = {b} inputs ({rows / b:.1f} per input; the "
                      f"dictionary source was measured to reach {DICTIONARY_WIDTH_PER_INPUT} per input)")
     return "b against m: " + ", ".join(notes) if notes else None
-
-
-def _harmonic(b: int) -> float:
-    return sum(1.0 / k for k in range(1, b + 1))

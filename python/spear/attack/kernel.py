@@ -227,3 +227,17 @@ def _sample_cuda(L, thresh, dtype, seed, offset, num_samples, min_zeros, probe, 
         elif want == "numpy":
             q, zeros, index = q.get(), zeros.get(), index.get()
     return Directions(q, zeros, index, int(num_samples), total, "cuda", min_zeros, tol)
+
+
+#: The sampler is out of reach once its expected sample count passes this (about a day
+#: of the CPU kernel at 7e5 samples/s on two cores).
+SAMPLER_REACH = 1e11
+
+
+def expected_samples(b: int, rho: float) -> float:
+    """Samples the sampler needs to hit all b columns when each column is zero on a
+    fraction ``rho`` of the rows: rho^-(b-1) per column, times the harmonic number of b
+    (coupon collector)."""
+    if rho <= 0:
+        return math.inf
+    return sum(1.0 / k for k in range(1, b + 1)) * rho ** -(b - 1)

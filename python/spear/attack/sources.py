@@ -17,13 +17,15 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .budget import Budget
-from .kernel import sample_directions, sampler_device
+from .kernel import SAMPLER_REACH, expected_samples, sample_directions, sampler_device
 from .tolerance import NO_RELATIVE_TOL
 
 #: The sampler's first chunk of samples, doubling per turn up to the largest.
 FIRST_CHUNK, MAX_CHUNK = 1 << 14, 1 << 22
-#: Rounds of nothing new after which the dictionary alone gives up.
-DICTIONARY_PATIENCE = 3
+#: Rounds of each basis in a row with nothing new after which the dictionary gives up:
+#: alone, and in "auto" (where the sampler may take over; trained MLP, b = 50: 44 of 50
+#: columns after 4 rounds, the sampler out of reach, ... with patience 2).
+DICTIONARY_PATIENCE, AUTO_DICTIONARY_PATIENCE = 3, 2
 #: In "auto", a dictionary round takes at most half the time left, the sampler the rest.
 AUTO_DICTIONARY_SHARE = 0.5
 
@@ -71,6 +73,11 @@ class Sampler:
         left = budget.samples_left()
         if left == 0:
             return Proposal(np.empty((0, problem.b)), stop=True)
+        if sampler_out_of_reach(problem, known):
+            # b = 50 on a trained MLP: ~5e11 samples; its turns would only take time from
+            # the sources that can still find the batch.
+            self.exhausted = True
+            return Proposal(np.empty((0, problem.b)))
         todo = self.chunk if left is None else min(self.chunk, left)
         remaining = budget.remaining()
         if remaining is not None and budget.samples:
@@ -94,13 +101,25 @@ class Sampler:
         pass
 
 
+
+def sampler_out_of_reach(problem, known) -> bool:
+    """Whether the columns found so far (their fraction of zero rows) put the batch
+    beyond SAMPLER_REACH samples."""
+    if len(known) < 2:
+        return False
+    P = problem.to_search(np.asarray(known))
+    zeros = np.abs(problem.search @ P.T) <= problem.tolerances.thresh_pool[:, None]
+    rho = float(np.median(zeros.mean(axis=0)))
+    return expected_samples(problem.b, rho) > SAMPLER_REACH
+
+
 @dataclass
 class Dictionary:
     """Sparse dictionary recovery: a broad first round (8 b starts), then rounds steered
     away from the selected directions (4 b starts), alternating the search basis (rows as
     unit length, then as they are: ``dictionary.BASES``). Runs on the live rows
-    of gW V_b with the pool's noise rule. Exhausted after one round of each basis in a row
-    adds nothing, once ``patience`` rounds have run."""
+    of gW V_b with the pool's noise rule. Exhausted once ``patience`` rounds of each basis
+    in a row added nothing."""
 
     name: str = "dictionary"
     exhausted: bool = False
@@ -110,30 +129,36 @@ class Dictionary:
     #: rest): on trained networks a round can take minutes (a 60 s budget went to two
     #: rounds and no sample).
     time_share: float = 1.0
-    bases: tuple = ("unit", "plain")
+    bases: tuple | None = None
     idle: int = 0                      # rounds in a row that added nothing
+    endless: bool = False              # the sampler cannot reach the batch: never give up
     xp: object = field(default=np)     # the rounds run on the host (CuPy: issue 17/18)
 
     def propose(self, problem, known, budget: Budget, seed: int) -> Proposal:
-        from .dictionary import dictionary_proposals
+        from .dictionary import bases_for, dictionary_proposals
 
+        if self.bases is None:
+            self.bases = bases_for(problem.spectrum, problem.b)
         tol = problem.tolerances
         # M = A * sigma: the zero rule |M_k p| <= K sigma_k for unit p, as in the pool.
-        noise = problem.noise_live
+        basis = self.bases[self.rounds % len(self.bases)]
+        noise = problem.noise_live if basis != "whitened" else np.ones(len(problem.noise_live))
         q = dictionary_proposals(problem.search * noise[:, None], thresh=tol.thresh_pool * noise,
                                  min_zeros=tol.min_zeros, seed=seed + self.rounds,
                                  known=problem.to_search(known) if len(known) else None, xp=self.xp,
                                  budget=budget.share(self.time_share),
                                  num_starts=None if not len(known) else 4 * problem.b,
-                                 basis=self.bases[self.rounds % len(self.bases)])
+                                 basis="plain" if basis == "whitened" else basis)
         self.rounds += 1
+        # Nothing else can find this batch: keep going while the budget lasts.
+        self.endless = sampler_out_of_reach(problem, known)
         return Proposal(problem.to_factor(q) if len(q) else np.asarray(q))
 
     def observe(self, added: int) -> None:
         # Each basis finds columns the other misses: give up only after a round of each
         # in a row adds nothing.
         self.idle = 0 if added else self.idle + 1
-        self.exhausted = self.idle >= len(self.bases) and self.rounds >= self.patience
+        self.exhausted = not self.endless and self.idle >= self.patience * len(self.bases or ())
 
 
 #: Names accepted by ``reconstruct(method=...)``.
@@ -150,7 +175,8 @@ def sources_for(method: str | Sequence[DirectionSource]) -> list[DirectionSource
         if method == "dictionary":
             return [Dictionary(patience=DICTIONARY_PATIENCE)]
         if method == "auto":
-            return [Dictionary(patience=1, time_share=AUTO_DICTIONARY_SHARE), Sampler()]
+            return [Dictionary(patience=AUTO_DICTIONARY_PATIENCE, time_share=AUTO_DICTIONARY_SHARE),
+                    Sampler()]
         raise ValueError(f"method must be one of {METHODS} or a list of direction sources, "
                          f"got {method!r}")
     sources = list(method)
