@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +63,10 @@ def opacus_client_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, con
     batch = x.shape[0] if config.mini_batch is None else min(config.mini_batch, x.shape[0])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.detach(), y.detach()), batch_size=batch)
     optimizer = torch.optim.SGD(local.parameters(), lr=config.lr)
-    engine = opacus.PrivacyEngine(accountant=accountant)
+    with warnings.catch_warnings():
+        # "Secure RNG turned off": deliberate, the noise is seeded so that an audit can be rerun.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = opacus.PrivacyEngine(accountant=accountant)
     sampling = torch.Generator().manual_seed(config.seed)
     noise = torch.Generator(device=x.device).manual_seed(config.seed + 1)
     dp_model, dp_optimizer, dp_loader = engine.make_private(
@@ -82,7 +86,6 @@ def opacus_client_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, con
             for n, p in params.items():
                 if p.grad is not None:
                     applied[n] += p.grad.detach()
-    dp_model.remove_hooks() if hasattr(dp_model, "remove_hooks") else None
     epsilon = math.inf if config.dp_sigma == 0 else float(engine.get_epsilon(delta))
     return OpacusUpdate(update={n: v / max(steps, 1) for n, v in applied.items()}, epsilon=epsilon, delta=delta,
                         steps=steps, sample_rate=float(dp_loader.sample_rate))
