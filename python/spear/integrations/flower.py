@@ -13,7 +13,7 @@ Attacks run in worker processes (or threads) in parallel; ``aggregate_fit`` wait
 at most ``round_budget`` seconds, then returns and leaves the rest running. Results are
 written as each attack finishes:
 
-- ``out/audit.jsonl``: one line per (round, client, layer): ``round``, ``client``,
+- ``out/audit.jsonl``: one line per (round, client, layer): ``round``, ``client`` (and Flower's ``cid``),
   ``layer``, ``complete``, ``certified``, ``inputs`` (a ``.npy`` path relative to ``out``, or
   null), ``diagnosis``, and the verdict's figures;
 - ``out/round_NNN/client_ID/``: the client's report, as ``spear audit`` writes it
@@ -67,7 +67,9 @@ class AuditStrategy(Strategy):
     ``"gradient"``. ``workers``, ``parallel``: how many attacks run at once, in processes
     (default) or threads. ``round_budget``: seconds ``aggregate_fit`` may wait for a round's
     attacks (None: until they finish). ``layer``, ``batch_size``, ``input_shape``: as in
-    ``spear audit``. ``attack_options``: the attack budget (``time_limit``, ``max_samples``,
+    ``spear audit``. ``client_key``: a ``FitRes.metrics`` key whose value names the client in
+    the reports (e.g. ``"partition_id"``; default and when absent: Flower's client id, which
+    in a simulation is a random node id). ``attack_options``: the attack budget (``time_limit``, ``max_samples``,
     ``seed``, ``device``, ``search``; defaults of :class:`spear.settings.AttackBudget`).
     """
 
@@ -75,7 +77,7 @@ class AuditStrategy(Strategy):
                  workers: int = 2, parallel: str = "process", round_budget: float | None = 60.0,
                  layer: str | None = None, batch_size: int | None = None,
                  input_shape: Sequence[int] | None = None, param_names: Sequence[str] | None = None,
-                 overwrite: bool = False, **attack_options: Any) -> None:
+                 client_key: str | None = None, overwrite: bool = False, **attack_options: Any) -> None:
         super().__init__()
         if not isinstance(strategy, Strategy):
             raise ValueError(f"strategy must be a Flower Strategy, got {type(strategy).__name__}")
@@ -107,6 +109,7 @@ class AuditStrategy(Strategy):
         self.layers = attackable_layers(self.model, self.config.input_shape, layer)
         self.out = outdir.prepare(str(out), "spear-flower-audit", overwrite=overwrite)
         self.workers, self.parallel, self.round_budget = workers, parallel, round_budget
+        self.client_key = client_key
         self._sent: dict[int, list[np.ndarray]] = {}
         self._pool: cf.Executor | None = None
         self._lock = threading.Lock()
@@ -160,9 +163,9 @@ class AuditStrategy(Strategy):
         global_state = self._state(sent, "the parameters the server sent")
         self.model.load_state_dict(global_state)
         futures = []
-        for proxy, fit_res in sorted(results, key=lambda r: str(r[0].cid)):
-            client = str(proxy.cid)
+        for proxy, fit_res in results:
             metrics = _plain_metrics(getattr(fit_res, "metrics", None) or {})
+            client = str(metrics.get(self.client_key, proxy.cid)) if self.client_key else str(proxy.cid)
             kind = metrics.get(UPDATE_METRIC, self.config.update_kind)
             label = f"round {server_round} client {client}"
             try:
@@ -173,11 +176,12 @@ class AuditStrategy(Strategy):
                 jobs = update_jobs(self.model, global_state, update, label, self.layers, config)
             except ValueError as e:
                 # A malformed update is a finding of its own; it must not stop the round.
-                self._record_unattackable(server_round, client, metrics, str(e))
+                self._record_unattackable(server_round, client, str(proxy.cid), metrics, str(e))
                 continue
             key = (server_round, client)
             with self._lock:
                 self._pending[key] = {"left": len(jobs), "records": [None] * len(jobs), "metrics": metrics,
+                                      "cid": str(proxy.cid),
                                       "config": config, "t0": time.monotonic()}
             for i, job in enumerate(jobs):
                 future = self._executor().submit(attack_or_failure, job)
@@ -220,7 +224,7 @@ class AuditStrategy(Strategy):
             folder = self._client_folder(server_round, client)
             record = write_layer(result, folder, entry["config"], layer_title(entry["config"], result))
             entry["records"][i] = record
-            self._append_line(server_round, client, record, folder, entry["metrics"])
+            self._append_line(server_round, client, entry["cid"], record, folder, entry["metrics"])
             print(result_line(f"round {server_round} {client}", result))
             entry["left"] -= 1
             if entry["left"] == 0:
@@ -228,13 +232,13 @@ class AuditStrategy(Strategy):
                 device = next((r.get("backend") for r in records if r.get("backend")), None)
                 summary = write_report(entry["config"], f"round {server_round} client {client}", records, folder,
                                        sum(r.get("seconds") or 0.0 for r in records), device)
-                summary.update(round=server_round, client=client, metrics=entry["metrics"])
+                summary.update(round=server_round, client=client, cid=entry["cid"], metrics=entry["metrics"])
                 self._summaries.append((folder, summary))
                 del self._pending[key]
 
-    def _record_unattackable(self, server_round: int, client: str, metrics: dict, error: str) -> None:
+    def _record_unattackable(self, server_round: int, client: str, cid: str, metrics: dict, error: str) -> None:
         with self._lock:
-            self._append_line(server_round, client, {"name": None, "complete": False, "certified": False,
+            self._append_line(server_round, client, cid, {"name": None, "complete": False, "certified": False,
                                                      "verdict": "failed", "error": error,
                                                      "diagnosis": f"the update could not be attacked: {error}",
                                                      "inputs": None}, None, metrics)
@@ -246,10 +250,10 @@ class AuditStrategy(Strategy):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def _append_line(self, server_round: int, client: str, record: dict, folder: Path | None,
+    def _append_line(self, server_round: int, client: str, cid: str, record: dict, folder: Path | None,
                      metrics: dict) -> None:
         inputs = record.get("inputs")
-        line = {"round": server_round, "client": client, "layer": record.get("name"),
+        line = {"round": server_round, "client": client, "cid": cid, "layer": record.get("name"),
                 "inputs": None if inputs is None else str((folder / inputs).relative_to(self.out)),
                 **{k: record.get(k) for k in LINE_FIELDS},
                 "report": None if folder is None else str((folder / "report.html").relative_to(self.out)),
