@@ -167,7 +167,7 @@ def tables(records) -> str:
                 m = _fmt(r["rel_err_median"], ".1e") if section == "layers" else _fmt(r["psnr"])
                 good = "-" if section == "layers" else _fmt(r["good_fraction"], ".2f")
                 out.append("| " + " | ".join([str(r["setting"][k]) for k in keys]
-                                             + [_fmt_eps(r["epsilon"])] * privacy + [m, _fmt(r["recovered_fraction"], ".2f"), good, _fmt(r["complete_fraction"], ".2f"),
+                                             + ([_fmt_eps(r["epsilon"])] if privacy else []) + [m, _fmt(r["recovered_fraction"], ".2f"), good, _fmt(r["complete_fraction"], ".2f"),
                     _fmt(r["certified_fraction"], ".2f"), _fmt(r["noise_level"], ".1e"),
                     _fmt(r["violation_rate"], ".3f"), _fmt(r["seconds_per_batch"], ".1f")]) + " |")
     return "\n".join(out)
@@ -252,10 +252,10 @@ def main():
                 continue
         records += run(dataset, root, sections, a.batch_size, a.width, a.depth, a.batches,
                        a.time_limit, a.quick, dp_engine=a.dp_engine)
+    if a.json:                      # first: a table that fails to print loses no measurement
+        write_json(records, a.json, machine())
     text = tables(records)
     print(text)
-    if a.json:
-        write_json(records, a.json, machine())
     if a.markdown:
         Path(a.markdown).write_text(text + "\n")
     if a.plot:

@@ -69,3 +69,16 @@ def test_clear_errors(batch):
         opacus_client_update(model, x, y, ClientConfig())
     with pytest.raises(ValueError, match="delta"):
         opacus_client_update(model, x, y, ClientConfig(dp_clip=1.0), delta=2.0)
+
+
+def test_bench_robust_dp_table_has_epsilon():
+    """bench_robust --dp-engine opacus: the DP table shows epsilon beside PSNR (inf without noise)."""
+    import bench_robust
+
+    records = bench_robust.run("digits", None, ["dp"], 6, 50, 3, 1, 5.0, quick=True, dp_engine="opacus")
+    assert [(r["setting"]["sigma"], r["epsilon"] is None) for r in records] == [(0.0, True), (1e-4, False)]
+    assert records[1]["epsilon"] > 1e6 and records[1]["delta"] == 1e-5
+    text = bench_robust.tables(records)
+    assert "| clip | sigma | epsilon | PSNR dB |" in text and "| 1.0 | 0.0 | inf |" in text
+    assert "Opacus clients" in text and "epsilon" not in bench_robust.tables(
+        [{k: v for k, v in r.items() if k not in ("epsilon", "delta")} for r in records])
