@@ -99,3 +99,16 @@ def test_ray_without_ray_installed_is_one_line(folder, tmp_path, monkeypatch, ca
                  "--weights", str(folder / "global.safetensors"), "--out", str(tmp_path / "out"), "--ray"]) == 2
     assert not (tmp_path / "out").exists()                  # refused before anything ran
     assert 'pip install -c constraints.txt ".[ray]"' in capsys.readouterr().err
+
+
+def test_ray_flag_takes_an_optional_address():
+    from spear.audit import AuditConfig
+    from spear.cli import build_parser
+    from spear.settings import from_args
+
+    base = ["audit", "--model", "m:f", "--weights", "g.pt", "--update", "u.pt"]
+    parse = build_parser().parse_args
+    assert from_args(AuditConfig, parse(base)).ray is None
+    assert from_args(AuditConfig, parse(base + ["--ray"])).ray == "local"
+    assert from_args(AuditConfig, parse(base + ["--ray", "--layer", "fc1"])).ray == "local"
+    assert from_args(AuditConfig, parse(base + ["--ray", "10.0.0.1:6379"])).ray == "10.0.0.1:6379"
