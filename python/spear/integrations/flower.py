@@ -156,10 +156,14 @@ class AuditStrategy(Strategy):
         return aggregated
 
     def _submit_round(self, server_round: int, results) -> list[cf.Future]:
-        sent = self._sent.get(server_round)
+        sent = self._sent.pop(server_round, None)      # one round's copy of the model at a time
         if sent is None:
-            raise RuntimeError(f"round {server_round}: aggregate_fit without configure_fit; AuditStrategy must "
-                               f"see the parameters the server sent")
+            # The audit needs the parameters sent this round; the aggregation goes on regardless.
+            for proxy, _ in results:
+                self._record_unattackable(server_round, str(proxy.cid), str(proxy.cid), {},
+                                          "aggregate_fit without configure_fit: the parameters the server "
+                                          "sent this round are unknown to the audit")
+            return []
         global_state = self._state(sent, "the parameters the server sent")
         self.model.load_state_dict(global_state)
         futures = []
