@@ -143,6 +143,22 @@ def test_an_unattackable_update_is_reported_not_fatal(round_one, tmp_path):
     assert "2 arrays" in audit.lines()[0]["error"]
 
 
+def test_a_client_that_sends_its_gradient(round_one, tmp_path):
+    """FitRes.metrics["spear_update"] = "gradient": the parameters are attacked as they are."""
+    net, sent, proxies, results, batches = round_one
+    X, y = load_digits(return_X_y=True)
+    local = make_net()
+    F.cross_entropy(local(torch.tensor(X[:B] / 16.0, dtype=torch.float32)), torch.tensor(y[:B])).backward()
+    grads = [p.grad.numpy().copy() for p in local.parameters()]     # Sequential: state_dict order
+    fit = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(grads), B, {"spear_update": "gradient"})
+    audit = AuditStrategy(FedAvg(), net, tmp_path / "audit", parallel="thread", time_limit=60.0)
+    audit.configure_fit(1, ndarrays_to_parameters(sent), _manager(proxies))
+    audit.aggregate_fit(1, [(proxies[0], fit)], [])
+    audit.close()
+    (line,) = audit.lines()
+    assert line["certified"] and _matches(np.load(tmp_path / "audit" / line["inputs"]), batches["node0"])
+
+
 def test_bad_arguments_are_one_line(round_one, tmp_path):
     net = round_one[0]
     with pytest.raises(ValueError, match="unknown attack option"):
