@@ -160,14 +160,16 @@ def tables(records) -> str:
             engine = f", Opacus clients, epsilon at delta = {rows[0]['delta']:g}" if privacy else ""
             out.append(f"\n{dataset}, {section} (b = {rows[0]['b']}, {rows[0]['batches']} batches, "
                        f"{rows[0]['time_limit']:g} s limit{engine})\n")
-            out.append("| " + " | ".join(keys + ["epsilon"] * privacy + [metric, "recovered", f">= {GOOD_DB:g} dB", "complete",
+            eps_head = ["epsilon"] if privacy else []
+            out.append("| " + " | ".join(keys + eps_head + [metric, "recovered", f">= {GOOD_DB:g} dB", "complete",
                                                  "certified", "noise level", "violation rate", "s / batch"]) + " |")
-            out.append("|" + " --- |" * (len(keys) + privacy + 8))
+            out.append("|" + " --- |" * (len(keys) + len(eps_head) + 8))
             for r in rows:
                 m = _fmt(r["rel_err_median"], ".1e") if section == "layers" else _fmt(r["psnr"])
                 good = "-" if section == "layers" else _fmt(r["good_fraction"], ".2f")
-                out.append("| " + " | ".join([str(r["setting"][k]) for k in keys]
-                                             + ([_fmt_eps(r["epsilon"])] if privacy else []) + [m, _fmt(r["recovered_fraction"], ".2f"), good, _fmt(r["complete_fraction"], ".2f"),
+                eps = [_fmt_eps(r["epsilon"])] if privacy else []
+                out.append("| " + " | ".join([str(r["setting"][k]) for k in keys] + eps + [
+                    m, _fmt(r["recovered_fraction"], ".2f"), good, _fmt(r["complete_fraction"], ".2f"),
                     _fmt(r["certified_fraction"], ".2f"), _fmt(r["noise_level"], ".1e"),
                     _fmt(r["violation_rate"], ".3f"), _fmt(r["seconds_per_batch"], ".1f")]) + " |")
     return "\n".join(out)
