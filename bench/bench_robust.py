@@ -13,7 +13,12 @@ layers > 1 the features' relative error instead), fraction of inputs recovered e
 certified, noise level, graded violation rate and seconds per batch. A batch the attack
 does not complete within the time limit scores nothing (no partial guess).
 
+``--dp-engine opacus`` makes the DP cells' clients Opacus DP-SGD clients (PrivacyEngine,
+Poisson sampling over the client's batch, RDP accountant; ``spear[opacus]``), and the DP
+table gains (epsilon, delta) for one step; ``hand`` (the default) is spear's own DP-SGD.
+
     python bench/bench_robust.py --quick
+    python bench/bench_robust.py --quick --sections dp --dp-engine opacus
     python bench/bench_robust.py --from-json a.json b.json --plot psnr.png   # redraw only
     python bench/bench_robust.py --datasets tiny-imagenet --batches 2 \\
         --json bench/results/robust_tiny-imagenet.json --plot bench/results/robust_psnr_sigma.png
@@ -43,6 +48,7 @@ EPOCHS = (1, 2, 5, 10)
 MINI_DIVISORS = (1, 2, 4)
 LRS = (0.1, 0.01, 0.001)
 GOOD_DB = 40.0
+DP_ENGINES = ("hand", "opacus")
 #: This benchmark's own defaults (many cells: short limits, few batches).
 BENCH_DEFAULTS = {"batch_size": 20, "batches": 2, "time_limit": 30.0}
 
@@ -98,7 +104,21 @@ def summarize(rows):
             "seconds_per_batch": med("seconds"), "per_batch": rows}
 
 
-def run(dataset, root, sections, b, width, depth, batches, time_limit, quick, seed=0):
+class OpacusClient:
+    """An Opacus DP-SGD client for :class:`Experiment`; keeps the (epsilon, delta) it reported."""
+
+    def __init__(self):
+        self.privacy: list[tuple[float, float]] = []
+
+    def __call__(self, model, x, y, config):
+        from spear.integrations.opacus import opacus_client_update
+
+        sent = opacus_client_update(model, x, y, config)
+        self.privacy.append((sent.epsilon, sent.delta))
+        return sent.update
+
+
+def run(dataset, root, sections, b, width, depth, batches, time_limit, quick, seed=0, dp_engine="hand"):
     from tqdm.auto import tqdm
 
     ds = load_dataset(dataset, root)
@@ -109,10 +129,16 @@ def run(dataset, root, sections, b, width, depth, batches, time_limit, quick, se
         cfg = AttackConfig(dataset=dataset, data_root=root, batch_size=b, width=width, depth=depth,
                            layer=layer, batches=batches, time_limit=time_limit, seed=seed,
                            label_homogeneous=homogeneous, **client)
-        exp = Experiment(cfg, dataset=ds)      # same seed: the same model in every cell
+        opacus = OpacusClient() if section == "dp" and dp_engine == "opacus" else None
+        exp = Experiment(cfg, dataset=ds, client=opacus)      # same seed: the same model in every cell
         rows = [attack_batch(exp, i) for i in range(batches)]
+        extra = {}
+        if opacus is not None:                                 # one step each: the same epsilon per batch
+            epsilon = max(e for e, _ in opacus.privacy)
+            extra = {"dp_engine": "opacus", "epsilon": None if epsilon == float("inf") else epsilon,
+                     "delta": opacus.privacy[0][1]}     # epsilon null: no noise, no guarantee
         records.append({"dataset": dataset, "section": section, "setting": setting, "b": b,
-                        "width": width, "depth": depth, "time_limit": time_limit, **summarize(rows)})
+                        "width": width, "depth": depth, "time_limit": time_limit, **extra, **summarize(rows)})
     return records
 
 
@@ -129,20 +155,28 @@ def tables(records) -> str:
             if not rows:
                 continue
             keys = list(rows[0]["setting"])
+            privacy = "epsilon" in rows[0]
             metric = "feature rel. error" if section == "layers" else "PSNR dB"
+            engine = f", Opacus clients, epsilon at delta = {rows[0]['delta']:g}" if privacy else ""
             out.append(f"\n{dataset}, {section} (b = {rows[0]['b']}, {rows[0]['batches']} batches, "
-                       f"{rows[0]['time_limit']:g} s limit)\n")
-            out.append("| " + " | ".join(keys + [metric, "recovered", f">= {GOOD_DB:g} dB", "complete",
+                       f"{rows[0]['time_limit']:g} s limit{engine})\n")
+            eps_head = ["epsilon"] if privacy else []
+            out.append("| " + " | ".join(keys + eps_head + [metric, "recovered", f">= {GOOD_DB:g} dB", "complete",
                                                  "certified", "noise level", "violation rate", "s / batch"]) + " |")
-            out.append("|" + " --- |" * (len(keys) + 8))
+            out.append("|" + " --- |" * (len(keys) + len(eps_head) + 8))
             for r in rows:
                 m = _fmt(r["rel_err_median"], ".1e") if section == "layers" else _fmt(r["psnr"])
                 good = "-" if section == "layers" else _fmt(r["good_fraction"], ".2f")
-                out.append("| " + " | ".join([str(r["setting"][k]) for k in keys] + [
+                eps = [_fmt_eps(r["epsilon"])] if privacy else []
+                out.append("| " + " | ".join([str(r["setting"][k]) for k in keys] + eps + [
                     m, _fmt(r["recovered_fraction"], ".2f"), good, _fmt(r["complete_fraction"], ".2f"),
                     _fmt(r["certified_fraction"], ".2f"), _fmt(r["noise_level"], ".1e"),
                     _fmt(r["violation_rate"], ".3f"), _fmt(r["seconds_per_batch"], ".1f")]) + " |")
     return "\n".join(out)
+
+
+def _fmt_eps(epsilon):
+    return "inf" if epsilon is None else format(epsilon, ".3g")
 
 
 def plot(records, path):
@@ -183,6 +217,9 @@ def main():
                   overrides=BENCH_DEFAULTS)
     p.add_argument("--quick", action="store_true",
                    help="a few cells of each section, 1 batch, b = 8, digits if no datasets folder")
+    p.add_argument("--dp-engine", choices=DP_ENGINES, default="hand",
+                   help="DP cells: spear's own DP-SGD client (hand) or Opacus's PrivacyEngine, which reports "
+                        "epsilon (needs spear[opacus])")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG of PSNR against sigma")
     p.add_argument("--markdown", default=None, help="write the tables here too")
@@ -216,11 +253,11 @@ def main():
             else:
                 continue
         records += run(dataset, root, sections, a.batch_size, a.width, a.depth, a.batches,
-                       a.time_limit, a.quick)
+                       a.time_limit, a.quick, dp_engine=a.dp_engine)
+    if a.json:                      # first: a table that fails to print loses no measurement
+        write_json(records, a.json, machine())
     text = tables(records)
     print(text)
-    if a.json:
-        write_json(records, a.json, machine())
     if a.markdown:
         Path(a.markdown).write_text(text + "\n")
     if a.plot:

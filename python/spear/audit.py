@@ -65,6 +65,9 @@ class AuditConfig(AttackBudget):
     input_shape: tuple[int, ...] | None = setting(None, "C,H,W of one model input: renders the first "
                                                   "layer's recovered inputs as images (else a CSV)",
                                                   parse=comma_ints)
+    ray: str | None = setting(None, "run one Ray task per (update, layer): --ray alone starts a local Ray "
+                              "instance, --ray ADDRESS joins a running cluster (e.g. auto, or HOST:6379); "
+                              "needs the ray extra", bare="local", metavar="ADDRESS")
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -243,6 +246,16 @@ def layer_jobs(model: nn.Module, global_state: dict[str, torch.Tensor] | None, u
                layers: list[tuple[int, str]], config: AuditConfig) -> list[LayerJob]:
     """The jobs of one update file: its gradient (or global - new weights) for each layer."""
     update = load_state(update_path, "update")
+    return update_jobs(model, global_state, update, str(update_path), layers, config)
+
+
+def update_jobs(model: nn.Module, global_state: dict[str, torch.Tensor] | None, update: dict[str, torch.Tensor],
+                label: str, layers: list[tuple[int, str]], config: AuditConfig) -> list[LayerJob]:
+    """The jobs of one update (a state dict in memory, named ``label`` in errors and reports).
+
+    ``model`` must hold the weights the server sent; with ``update_kind="weights"`` so must
+    ``global_state``.
+    """
     budget = {f.name: getattr(config, f.name) for f in dataclasses.fields(AttackBudget)}
     jobs = []
     for index, name in layers:
@@ -250,7 +263,7 @@ def layer_jobs(model: nn.Module, global_state: dict[str, torch.Tensor] | None, u
         keys = [prefix + "weight", prefix + "bias"]
         missing = [k for k in keys if k not in update]
         if missing:
-            raise ValueError(f"update {update_path} has no {missing[0]!r} (layer {name!r}): is it an update "
+            raise ValueError(f"update {label} has no {missing[0]!r} (layer {name!r}): is it an update "
                              f"of this model?")
         if config.update_kind == "weights":
             # One local SGD step: global - new = lr * gradient; the attack is scale-invariant.
@@ -261,11 +274,48 @@ def layer_jobs(model: nn.Module, global_state: dict[str, torch.Tensor] | None, u
         try:
             p = layer_payload(model, grads, index)
         except ValueError as e:
-            raise ValueError(f"update {update_path}: {e}") from None
-        jobs.append(LayerJob(update=str(update_path), layer=name, grad_weight=p.grad_weight,
+            raise ValueError(f"update {label}: {e}") from None
+        jobs.append(LayerJob(update=label, layer=name, grad_weight=p.grad_weight,
                              grad_bias=p.grad_bias, weight=p.weight, bias=p.bias,
                              batch_size=config.batch_size, budget=budget))
     return jobs
+
+
+def failed_result(job: LayerJob, error: str, seconds: float | None = None) -> dict[str, Any]:
+    """The record of an attack that raised or whose worker died: kept, never dropped."""
+    return {"update": job.update, "name": job.layer, "shape": list(job.grad_weight.shape),
+            "batch_size": job.batch_size, "verdict": "failed", "complete": False, "certified": False,
+            "diagnosis": f"the attack did not finish: {error}", "error": error,
+            "seconds": None if seconds is None else round(seconds, 3), "inputs": None}
+
+
+def attack_or_failure(job: LayerJob) -> dict[str, Any]:
+    """:func:`attack_layer`, turning an exception into :func:`failed_result` (one bad job must
+    not lose the others' results)."""
+    t0 = time.perf_counter()
+    try:
+        return attack_layer(job)
+    except Exception as e:                # noqa: BLE001 - reported in the index, with its type
+        return failed_result(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+
+
+def run_jobs(jobs: Sequence[LayerJob], *, ray_address: str | None = None, progress: bool = False,
+             on_result=None) -> list[dict[str, Any]]:
+    """Every job's result, in the order of ``jobs``: here one after the other, or one Ray task
+    each (``ray_address``: ``"local"`` or a cluster address). ``on_result(job, result)`` is
+    called as each finishes."""
+    if ray_address is not None:
+        from .integrations.ray_tasks import run_on_ray
+
+        return run_on_ray(jobs, ray_address, progress=progress, on_result=on_result)
+    from tqdm.auto import tqdm
+
+    results = []
+    for job in tqdm(jobs, desc="attacks", unit="layer", disable=not progress):
+        results.append(attack_or_failure(job))
+        if on_result is not None:
+            on_result(job, results[-1])
+    return results
 
 
 # --- reports ----------------------------------------------------------------------------
@@ -274,7 +324,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "layer"
 
 
-def _write_layer(result: dict[str, Any], folder: Path, config: AuditConfig, title: str) -> dict[str, Any]:
+def write_layer(result: dict[str, Any], folder: Path, config: AuditConfig, title: str) -> dict[str, Any]:
     """Write the layer's recovered inputs (.npy, plus PNG or CSV); the summary record."""
     rec = dict(result)
     inputs = rec.pop("inputs")
@@ -304,20 +354,21 @@ def _per_image_range(imgs: np.ndarray) -> np.ndarray:
     return ((flat - lo) / np.where(hi > lo, hi - lo, 1.0)).reshape(imgs.shape)
 
 
-def _title(config: AuditConfig, rec: dict[str, Any]) -> str:
+def layer_title(config: AuditConfig, rec: dict[str, Any]) -> str:
     text, _ = findings.verdict_of(rec)
     return f"{config.model} | layer {rec['name']} | b={rec['batch_size']} | {text}"
 
 
-def _report(config: AuditConfig, update: Path, records: list[dict[str, Any]], folder: Path,
-            seconds: float, device: str | None) -> dict[str, Any]:
+def write_report(config: AuditConfig, update: str | Path, records: list[dict[str, Any]], folder: Path,
+                 seconds: float, device: str | None) -> dict[str, Any]:
+    """One update's summary.json and report.html in ``folder``; returns the summary."""
     summary = {"model": config.model, "weights": config.weights, "update": str(update),
                "update_kind": config.update_kind, "version": __version__, "device": device,
                "seconds_total": round(seconds, 3), "config": asdict(config), "layers": records,
                "definitions": DEFINITIONS}
     report.write_json(summary, folder / "summary.json")
     certified = sum(bool(r["certified"]) for r in records)
-    title = f"spear audit: {config.model}, update {update.name}: {certified}/{len(records)} layers certified"
+    title = f"spear audit: {config.model}, update {Path(update).name}: {certified}/{len(records)} layers certified"
     facts = [("model", config.model), ("global weights", config.weights), ("update", str(update)),
              ("update kind", config.update_kind), ("layers attacked", ", ".join(r["name"] for r in records)),
              ("time limit per layer", config.time_limit), ("device", device), ("spear", __version__)]
@@ -325,7 +376,7 @@ def _report(config: AuditConfig, update: Path, records: list[dict[str, Any]], fo
     for r in records:
         text, level = findings.verdict_of(r)
         notes = [f"Layer {r['name']} ({r['shape'][0]} x {r['shape'][1]}), b = {r['batch_size']}, "
-                 f"{r['seconds']:.1f} s. Recovered inputs: {r['inputs'] or 'none'}"
+                 f"{r['seconds'] or 0:.1f} s. Recovered inputs: {r['inputs'] or 'none'}"
                  + (f", rows as CSV: {r['rows_csv']}" if r.get("rows_csv") else "") + "."]
         if r.get("image"):
             notes.append("Images are drawn with each input stretched to its own min..max (the model's "
@@ -347,26 +398,45 @@ def _status_table(status: list | None):
     return ["input", "status"], [[i, v if isinstance(v, str) else str(v)] for i, v in enumerate(status)]
 
 
-def _index(out: Path, summaries: list[tuple[Path, dict[str, Any]]], config: AuditConfig) -> None:
+def write_index(out: Path, summaries: list[tuple[Path, dict[str, Any]]], config: AuditConfig) -> None:
+    """index.json and index.html over the updates' reports; failed attacks listed by name."""
     rows = [{"update": s["update"], "report": str(folder.relative_to(out) / "report.html"),
              "summary": str(folder.relative_to(out) / "summary.json"),
              "layers": len(s["layers"]), "certified": sum(bool(r["certified"]) for r in s["layers"]),
-             "complete": sum(bool(r["complete"]) for r in s["layers"])} for folder, s in summaries]
+             "complete": sum(bool(r["complete"]) for r in s["layers"]),
+             "failed": [{"layer": r["name"], "error": r["error"]} for r in s["layers"] if r.get("error")]}
+            for folder, s in summaries]
     report.write_json({"model": config.model, "weights": config.weights, "updates": rows,
-                       "version": __version__}, out / "index.json")
+                       "failed": sum(len(r["failed"]) for r in rows), "version": __version__},
+                      out / "index.json")
     report.write_html(out / "index.html", f"spear audit index: {config.model}, {len(rows)} updates",
                       [("model", config.model), ("global weights", config.weights)],
                       [{"heading": r["update"], "level": "ok" if r["certified"] == r["layers"] else
                         "warn" if r["complete"] else "fail",
-                        "verdict": f"{r['certified']}/{r['layers']} layers certified, {r['complete']} complete",
+                        "verdict": f"{r['certified']}/{r['layers']} layers certified, {r['complete']} complete"
+                                   + "".join(f"; layer {f['layer']} FAILED: {f['error']}" for f in r["failed"]),
                         "link": r["report"]} for r in rows])
+
+
+def result_line(label: str, result: dict[str, Any]) -> str:
+    """The one line printed per attacked layer."""
+    text, _ = findings.verdict_of(result)
+    if result.get("error"):
+        text = f"FAILED: {result['error']}"
+    return f"{label:<17} layer {result['name']}: b={result['batch_size']} {text} ({result['seconds'] or 0:.1f} s)"
 
 
 def run_audit(config: AuditConfig, out: str | None, *, overwrite: bool = False, progress: bool = False) -> int:
     """The ``spear audit`` command: attack every update, write reports, print a summary."""
+    from tqdm.auto import tqdm
+
     t_start = time.perf_counter()
     if config.update_kind not in UPDATE_KINDS:
         raise ValueError(f"--update-kind must be one of {UPDATE_KINDS}, got {config.update_kind!r}")
+    if config.ray is not None:
+        from .integrations import require
+
+        require("ray", "ray", "--ray")
     files = update_files(config.update)
     model = load_model(config.model)
     load_global_weights(model, config.weights)
@@ -378,6 +448,10 @@ def run_audit(config: AuditConfig, out: str | None, *, overwrite: bool = False, 
     print(f"model             {config.model}: {len(layers)} attackable layer(s): "
           + ", ".join(f"{n} ({linear_layers(model)[i].out_features} x {linear_layers(model)[i].in_features})"
                       for i, n in layers))
+    names = {str(f): f.name for f in files}
+    flat = [job for file_jobs in jobs for job in file_jobs]
+    results = run_jobs(flat, ray_address=config.ray, progress=progress,
+                       on_result=lambda job, r: tqdm.write(result_line(names[job.update], r)))
     summaries = []
     stems: dict[str, int] = {}
     for f, file_jobs in zip(files, jobs):
@@ -387,17 +461,14 @@ def run_audit(config: AuditConfig, out: str | None, *, overwrite: bool = False, 
             stems[stem] = stems.get(stem, 0) + 1
             folder = out_dir / (stem if stems[stem] == 1 else f"{stem}_{stems[stem]}")
             folder.mkdir()
-        t0 = time.perf_counter()
-        records, device = [], None
-        for job in file_jobs:
-            result = attack_layer(job)
-            device = result.get("backend") or device
-            records.append(_write_layer(result, folder, config, _title(config, result)))
-            text, _ = findings.verdict_of(result)
-            print(f"{f.name:<17} layer {job.layer}: b={result['batch_size']} {text} ({result['seconds']:.1f} s)")
-        summaries.append((folder, _report(config, f, records, folder, time.perf_counter() - t0, device)))
+        mine, results = results[:len(file_jobs)], results[len(file_jobs):]
+        device = next((r["backend"] for r in mine if r.get("backend")), None)
+        records = [write_layer(r, folder, config, layer_title(config, r)) for r in mine]
+        seconds = sum(r["seconds"] or 0.0 for r in mine)    # attack time, also when run in parallel
+        summaries.append((folder, write_report(config, f, records, folder, seconds, device)))
     if len(files) > 1:
-        _index(out_dir, summaries, config)
+        write_index(out_dir, summaries, config)
+    failed = sum(bool(r.get("error")) for _, s in summaries for r in s["layers"])
     print(f"reports           {out_dir}/ ({'index.html' if len(files) > 1 else 'report.html'}, "
-          f"{time.perf_counter() - t_start:.1f} s)")
+          f"{time.perf_counter() - t_start:.1f} s)" + (f"; {failed} attack(s) FAILED, see the index" if failed else ""))
     return 0

@@ -115,10 +115,13 @@ class BatchResult:
 class Experiment:
     """Dataset, model and attack settings of one run; ``run_batch(i)`` attacks batch i."""
 
-    def __init__(self, config: AttackConfig, dataset: Dataset | None = None):
+    def __init__(self, config: AttackConfig, dataset: Dataset | None = None, client=None):
         """``dataset``: the loaded ``config.dataset`` when the caller already has it (a
-        benchmark running many configurations on one dataset)."""
+        benchmark running many configurations on one dataset). ``client(model, x, y,
+        ClientConfig) -> update``: how the client computes what it sends (default
+        :func:`spear.fl.client_update`; e.g. an Opacus DP-SGD client)."""
         self.config = c = config
+        self.client = client or client_update
         options = {} if c.image_size is None else {"image_size": c.image_size}
         self.dataset: Dataset = dataset if dataset is not None else load_dataset(
             c.dataset, c.data_root, normalize=c.normalize, **options)
@@ -156,7 +159,7 @@ class Experiment:
         x_np, y_np, _ = ds.sample_batch(c.batch_size, seed=batch_seed(c.seed, i),
                                         label_homogeneous=c.label_homogeneous)
         x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-        update = client_update(self.model, x, y, c.client(i))
+        update = self.client(self.model, x, y, c.client(i))
         t0 = time.perf_counter()
         if c.method == "inverting-gradients":
             inv = inverting_gradients(self.model, update, y, (ds.input_dim,), config=c.ig(),

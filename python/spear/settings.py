@@ -11,7 +11,8 @@ and help, and the command line, ``summary.json`` and the benchmarks are generate
 Metadata keys: ``help``, ``choices``, ``flag`` (default ``--field-name``), ``parse`` (a
 function turning the command-line text into the value, e.g. a comma list), ``negate``
 (a ``store_true`` flag that sets a True-by-default boolean to False) and ``cli=False``
-(a setting the command line does not expose).
+(a setting the command line does not expose), ``bare`` (the value of the flag given
+without one, e.g. ``--ray`` alone).
 """
 from __future__ import annotations
 
@@ -29,15 +30,16 @@ __all__ = ["DEVICES", "SEARCHES", "AttackBudget", "add_arguments", "comma_ints",
 
 def setting(default: Any, help: str, *, choices: Sequence[Any] | None = None, flag: str | None = None,
             parse: Callable[[str], Any] | None = None, negate: str | None = None, cli: bool = True,
-            metavar: str | None = None, required: bool = False, many: bool = False) -> Any:
+            metavar: str | None = None, required: bool = False, many: bool = False, bare: Any = None) -> Any:
     """A dataclass field whose metadata describes its command-line option.
 
     ``required``: the command line must give it; ``many``: the option may be repeated and
-    takes several values each time (collected into a tuple).
+    takes several values each time (collected into a tuple); ``bare``: the flag may be given
+    without a value, which then means ``bare``.
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "flag": flag,
             "parse": parse, "negate": negate, "cli": cli, "metavar": metavar, "required": required,
-            "many": many}
+            "many": many, "bare": bare}
     return field(default=default, metadata=meta)
 
 
@@ -99,6 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[
             kwargs["help"] = f"{meta['help']} (default: {_shown(default)})"
         if meta.get("many"):
             kwargs.update(action="extend", nargs="+", type=meta.get("parse") or str)
+        if meta.get("bare") is not None:
+            kwargs.update(nargs="?", const=meta["bare"])
         parser.add_argument(_flag(f), **kwargs)
 
 
