@@ -192,3 +192,28 @@ def test_every_tolerance_constant_is_defined_once_in_the_policy():
                 stray += [(path.name, n) for n in names
                           if n.isupper() and any(w in n for w in _TOLERANCE_WORDS)]
     assert not stray
+
+
+def test_a_rejected_set_returns_the_inputs_its_certificate_clears(layer):
+    """A wrong column q_j + c q_k corrupts input k only (row k of Q^-1): the result is
+    'partial' with the other b - 2 inputs, each exact, never 'complete'."""
+    from spear.attack.budget import Budget as _Budget
+    from spear.attack.finish import finish
+    from spear.attack.search import SearchOutcome, Selection
+
+    g = layer
+    p = prepare(g.grad_weight, g.grad_bias, 10, weight=g.weight, bias=g.bias)
+    X = g.inputs
+    dZ = g.grad_weight.double().numpy() @ X.T @ np.linalg.inv(X @ X.T)
+    Q = np.linalg.lstsq(p.L, dZ, rcond=None)[0]
+    Q[:, 2] += 0.5 * Q[:, 5]                                 # column 2 mixes in column 5
+    Xr = np.linalg.solve(Q, p.R)
+    cert = p.certifier(Q)
+    assert not cert.certified and cert.per_column[2] > 0 and cert.per_column[5] > 0
+    outcome = SearchOutcome(Selection(Q, Xr, cert), Q / np.linalg.norm(Q, axis=0), found=p.b,
+                            pool_size=p.b, candidates=p.b)
+    rec = finish(p, outcome, _Budget(), {})
+    assert rec.verdict == "partial" and not rec.complete and not rec.certified
+    assert len(rec.inputs) == p.b - 2 and rec.input_status == ["consistent"] * (p.b - 2)
+    assert matched_relative_errors(rec.inputs, np.delete(X, 5, axis=0)).max() < 1e-5
+    assert "rejected" in rec.diagnosis and f"{p.b - 2} of {p.b} inputs" in rec.diagnosis

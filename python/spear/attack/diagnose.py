@@ -11,7 +11,8 @@ Verdicts, strongest first:
 - ``incomplete``: fewer than b independent directions were found.
 - ``partial``: the gradient shows fewer inputs than the batch size asked for (the rest lie
   below the level of rounding or noise: nobody can recover them); the inputs it shows
-  are certified or consistent.
+  are certified or consistent. Or: the certificate rejects the set, and the inputs whose
+  columns break no sign rule come back (consistent), the rest named as rejected.
 
 Only ``certified`` and ``consistent`` count as complete.
 """

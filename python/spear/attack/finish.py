@@ -16,7 +16,7 @@ from .certify import Certificate
 from .diagnose import diagnose, verdict_of
 from .problem import Factor, Problem
 from .search import SearchOutcome
-from .tolerance import OUTLIER_FACTOR, RATE_FLOOR
+from .tolerance import MIN_JUDGED_PER_COLUMN, OUTLIER_FACTOR, RATE_FLOOR
 
 
 @dataclass
@@ -24,8 +24,9 @@ class Reconstruction:
     """Result of :func:`spear.reconstruct`.
 
     inputs: (k, n) recovered inputs, one per row, in arbitrary order (k = b, or fewer
-        when the verdict is "partial"); None unless the verdict is certified,
-        consistent, partial or (opted in) unverified.
+        when the verdict is "partial": inputs below the gradient's level left out, or
+        the inputs of a rejected set whose columns break no sign rule); None unless the
+        verdict is certified, consistent, partial or (opted in) unverified.
     complete: the verdict is "certified" or "consistent": all b independent directions
         were found and the certificate's graded check calls them consistent.
     verdict: "certified" | "consistent" | "partial" | "unverified" | "rejected" | "incomplete"
@@ -74,11 +75,24 @@ def finish(problem: Problem, outcome: SearchOutcome, budget: Budget, stats: dict
     verdict = verdict_of(sel, has_layer, partial=problem.b < problem.requested)
     cert = sel.certificate if sel is not None else None
     inputs = status = None
+    diagnosis = diagnose(problem, outcome, budget, verdict)
     if verdict in ("certified", "consistent", "partial", "unverified"):
         inputs = problem.backend.to_numpy(sel.X)
         status = _input_status(verdict, cert, problem.b)
+    elif verdict == "rejected" and (clean := clean_columns(cert)).any():
+        # A wrong column (q_j + c q_k) corrupts only input k (row k of Q^-1); the inputs
+        # whose columns break no sign rule are right (trained MLP, b = 50: 44 and 47 such
+        # inputs in two rejected sets, every one within 2.3e-3). Evidence, not proof.
+        verdict = "partial"
+        inputs = problem.backend.to_numpy(sel.X)[clean]
+        status = ["consistent"] * int(clean.sum())
+        diagnosis = (f"{int(clean.sum())} of {problem.requested} inputs returned, consistent, not "
+                     "certified: their columns break no sign rule, but the proof needs the whole "
+                     f"set; the other {problem.b - int(clean.sum())} directions are rejected"
+                     + (f" and {problem.requested - problem.b} inputs lie below the gradient's level "
+                        f"({problem.rank.describe(problem.spectrum)})"
+                        if problem.b < problem.requested else "") + ": " + diagnosis)
     stats["verdict"] = verdict
-    diagnosis = diagnose(problem, outcome, budget, verdict)
     return Reconstruction(inputs=inputs, complete=verdict in ("certified", "consistent"),
                           certified=None if not has_layer else bool(cert is not None and cert.certified),
                           batch_size=problem.requested, directions=outcome.directions,
@@ -94,6 +108,13 @@ def _input_status(verdict: str, cert: Certificate | None, b: int) -> list[str]:
     if verdict != "consistent":
         return [verdict] * b
     return ["suspect" if s else "consistent" for s in suspect_columns(cert)]
+
+
+def clean_columns(cert: Certificate) -> np.ndarray:
+    """Columns of a rejected set that break no sign rule and were judged on enough
+    entries to say so."""
+    judged = np.asarray(cert.column_judged) if cert.column_judged is not None else 0
+    return (np.asarray(cert.per_column) == 0) & (judged >= MIN_JUDGED_PER_COLUMN)
 
 
 def suspect_columns(cert: Certificate) -> np.ndarray:
