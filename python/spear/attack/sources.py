@@ -8,6 +8,8 @@ touches the loop: implement :class:`DirectionSource` and pass it in ``method=[..
   CUDA); about rho^-(b-1) samples, so it ends near b = 25.
 - :class:`Dictionary`: sparse dictionary recovery from many starts (``dictionary.py``);
   polynomial in b, finds most columns of large batches in a few rounds.
+- :class:`~spear.attack.screened.Screened`: the same rounds refining only the sparsest
+  ADM results (``screened.py``): large batches (b >= 100) at a fraction of the time.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from .budget import Budget
 from .kernel import sample_directions, sampler_device
+from .screened import Screened
 from .tolerance import NO_RELATIVE_TOL
 
 #: The sampler's first chunk of samples, doubling per turn up to the largest.
@@ -26,6 +29,9 @@ FIRST_CHUNK, MAX_CHUNK = 1 << 14, 1 << 22
 DICTIONARY_PATIENCE = 3
 #: In "auto", a dictionary round takes at most half the time left, the sampler the rest.
 AUTO_DICTIONARY_SHARE = 0.5
+#: In "auto", batches of at least this many inputs get the screened rounds instead of the
+#: dictionary's (measured: bench/results/README.md, "Screened dictionary rounds").
+AUTO_SCREENED_FROM = 100
 
 
 @dataclass
@@ -127,19 +133,26 @@ class Dictionary:
 
 
 #: Names accepted by ``reconstruct(method=...)``.
-METHODS = ("sample", "dictionary", "auto")
+METHODS = ("sample", "dictionary", "screened", "auto")
 
 
-def sources_for(method: str | Sequence[DirectionSource]) -> list[DirectionSource]:
+def sources_for(method: str | Sequence[DirectionSource], b: int | None = None) -> list[DirectionSource]:
     """``method`` as an ordered list of fresh sources. "auto": the dictionary first (it
-    hands over once a round finds nothing new), the sampler for whatever is missing;
-    "dictionary" alone keeps going for DICTIONARY_PATIENCE rounds of nothing new."""
+    hands over once a round finds nothing new), the sampler for whatever is missing; from
+    b = AUTO_SCREENED_FROM (b None: unknown yet) the screened rounds instead, which keep
+    going like "dictionary" (the sampler cannot help there). "dictionary" and "screened"
+    alone keep going for DICTIONARY_PATIENCE rounds of nothing new."""
     if isinstance(method, str):
         if method == "sample":
             return [Sampler()]
         if method == "dictionary":
             return [Dictionary(patience=DICTIONARY_PATIENCE)]
+        if method == "screened":
+            return [Screened(patience=DICTIONARY_PATIENCE)]
         if method == "auto":
+            if b is not None and b >= AUTO_SCREENED_FROM:
+                return [Screened(patience=DICTIONARY_PATIENCE, time_share=AUTO_DICTIONARY_SHARE),
+                        Sampler()]
             return [Dictionary(patience=1, time_share=AUTO_DICTIONARY_SHARE), Sampler()]
         raise ValueError(f"method must be one of {METHODS} or a list of direction sources, "
                          f"got {method!r}")
