@@ -77,5 +77,5 @@ def test_auto_chooses_by_batch_size():
     small = sources_for("auto", AUTO_SCREENED_FROM - 1)
     large = sources_for("auto", AUTO_SCREENED_FROM)
     assert isinstance(small[0], Dictionary) and isinstance(small[-1], Sampler)
-    assert isinstance(large[0], Screened) and isinstance(large[-1], Sampler)
+    assert [type(s) for s in large] == [Screened]        # the sampler is hopeless there
     assert isinstance(sources_for("auto")[0], Dictionary)     # b unknown: the small-batch choice

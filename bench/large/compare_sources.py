@@ -43,15 +43,19 @@ class Traced:
 
 
 def make(method: str, trace: bool = False):
-    """A method name, or "screened" (the source alone, patience 3 like "dictionary")."""
+    """A method name; "screened" (the source alone, patience 3 like "dictionary"), or
+    "auto-dictionary" ("auto" as it was for every b before issue 18)."""
     if method == "screened":
         from spear.attack.screened import Screened
-        sources = [Screened(patience=3)]
+        sources = [Screened(patience=S.DICTIONARY_PATIENCE)]
+    elif method == "auto-dictionary":
+        # "auto" as it was before the screened source: dictionary rounds, then the sampler
+        sources = [S.Dictionary(patience=1, time_share=S.AUTO_DICTIONARY_SHARE), S.Sampler()]
     elif method == "dictionary" and trace:
         sources = [S.Dictionary(patience=S.DICTIONARY_PATIENCE)]
     else:
         return method
-    return [Traced(s) for s in sources] if trace else sources
+    return [Traced(s) if trace and s.name != "sample" else s for s in sources]
 
 
 def main():
