@@ -133,7 +133,7 @@ def main():
     p.add_argument("--ms", default=",".join(map(str, MS)))
     p.add_argument("--kinds", default="zero-mean,positive")
     p.add_argument("--dtypes", default="float32,float64")
-    p.add_argument("--methods", default="auto,sample", help="any of auto, dictionary, sample")
+    p.add_argument("--methods", default="auto,sample", help=f"any of {', '.join(METHODS)}")
     p.add_argument("--batches", type=int, default=None, help="batches per configuration")
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per batch")
     p.add_argument("--no-skip", action="store_true", help="run larger b after a failure too")

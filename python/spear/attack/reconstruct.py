@@ -44,7 +44,9 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     progress : show a progress bar.
     method : where candidate directions come from: "sample" (random submatrices, the
         compiled kernel), "dictionary" (sparse dictionary recovery from many starts, for
-        large batches), "auto" (dictionary proposals first, the sampler for the rest), or
+        large batches), "screened" (its rounds refining only the sparsest starts, for
+        b > 100), "auto" (up to b = 100 dictionary proposals first, the sampler for the
+        rest; above, screened rounds alone), or
         an ordered list of :class:`~spear.attack.sources.DirectionSource` objects.
     unverified : opt in to attacking without weight and bias. Nothing can then check the
         answer: the inputs come back with verdict "unverified", never ``complete``.
@@ -56,6 +58,8 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
                          "server always has them); pass unverified=True to attack without them, "
                          "and the result is then never called complete")
     problem = prepare(grad_weight, grad_bias, batch_size, weight=weight, bias=bias, device=device)
+    if isinstance(method, str):
+        sources = sources_for(method, problem.b)     # "auto" chooses by the batch size
     t0 = time.perf_counter()
     outcome = search(problem, sources, budget, seed=seed, progress=progress)
     seconds = dict(problem.seconds)

@@ -8,6 +8,8 @@ touches the loop: implement :class:`DirectionSource` and pass it in ``method=[..
   CUDA); about rho^-(b-1) samples, so it ends near b = 25.
 - :class:`Dictionary`: sparse dictionary recovery from many starts (``dictionary.py``);
   polynomial in b, finds most columns of large batches in a few rounds.
+- :class:`~spear.attack.screened.Screened`: the same rounds refining only the sparsest
+  ADM results (``screened.py``): large batches (b > 100) at a fraction of the time.
 """
 from __future__ import annotations
 
@@ -28,6 +30,12 @@ FIRST_CHUNK, MAX_CHUNK = 1 << 14, 1 << 22
 DICTIONARY_PATIENCE, AUTO_DICTIONARY_PATIENCE = 3, 2
 #: In "auto", a dictionary round takes at most half the time left, the sampler the rest.
 AUTO_DICTIONARY_SHARE = 0.5
+#: In "auto", batches of at least this many inputs get the screened rounds instead of the
+#: dictionary's. Measured (bench/results/README.md, issue 18): at b = 100 screened rounds
+#: halve the time with zero-mean inputs (64 s vs 123 s) but found 96 of 100 all-positive
+#: columns where the dictionary's found 100 (m = 4000, neither certified in 200 s), so b <= 100
+#: keeps the dictionary; at b = 128 only the screened rounds finish.
+AUTO_SCREENED_FROM = 101
 
 
 @dataclass
@@ -147,12 +155,17 @@ class Dictionary:
                                  min_zeros=tol.min_zeros, seed=seed + self.rounds,
                                  known=problem.to_search(known) if len(known) else None, xp=self.xp,
                                  budget=budget.share(self.time_share),
-                                 num_starts=None if not len(known) else 4 * problem.b,
+                                 **self.round_options(problem.b, len(known)),
                                  basis="plain" if basis == "whitened" else basis)
         self.rounds += 1
         # Nothing else can find this batch: keep going while the budget lasts.
         self.endless = sampler_out_of_reach(problem, known)
         return Proposal(problem.to_factor(q) if len(q) else np.asarray(q))
+
+    def round_options(self, b: int, known: int) -> dict:
+        """Tuning of one round (``dictionary_proposals`` keywords): 8 b starts in the
+        first, 4 b in steered ones."""
+        return {"num_starts": None if not known else 4 * b}
 
     def observe(self, added: int) -> None:
         # Each basis finds columns the other misses: give up only after a round of each
@@ -162,19 +175,29 @@ class Dictionary:
 
 
 #: Names accepted by ``reconstruct(method=...)``.
-METHODS = ("sample", "dictionary", "auto")
+METHODS = ("sample", "dictionary", "screened", "auto")
 
 
-def sources_for(method: str | Sequence[DirectionSource]) -> list[DirectionSource]:
+def sources_for(method: str | Sequence[DirectionSource], b: int | None = None) -> list[DirectionSource]:
     """``method`` as an ordered list of fresh sources. "auto": the dictionary first (it
-    hands over once a round finds nothing new), the sampler for whatever is missing;
-    "dictionary" alone keeps going for DICTIONARY_PATIENCE rounds of nothing new."""
+    hands over once a round finds nothing new), the sampler for whatever is missing; from
+    b = AUTO_SCREENED_FROM (b None: unknown yet) the screened rounds alone, which keep
+    going like "dictionary" (the sampler cannot help there). "dictionary" and "screened"
+    alone keep going for DICTIONARY_PATIENCE rounds of nothing new."""
     if isinstance(method, str):
         if method == "sample":
             return [Sampler()]
         if method == "dictionary":
             return [Dictionary(patience=DICTIONARY_PATIENCE)]
+        from .screened import Screened      # a Dictionary subclass: imported late
+
+        if method == "screened":
+            return [Screened(patience=DICTIONARY_PATIENCE)]
         if method == "auto":
+            if b is not None and b >= AUTO_SCREENED_FROM:
+                # No sampler turns between the rounds: at b >= 100 it needs ~2^(b-1)
+                # samples per direction (b = 128: 45 of 148 s went to it, for nothing).
+                return [Screened(patience=DICTIONARY_PATIENCE)]
             return [Dictionary(patience=AUTO_DICTIONARY_PATIENCE, time_share=AUTO_DICTIONARY_SHARE),
                     Sampler()]
         raise ValueError(f"method must be one of {METHODS} or a list of direction sources, "
