@@ -199,7 +199,9 @@ SampleResult<T> sample(const T* L, const T* thresh, const SamplerParams& params,
 #else
     Accepted<T>& mine = per_thread[0];
 #endif
-    Aligned<T> A(static_cast<size_t>(b) * b * W), qv(static_cast<size_t>(2 * b) * W);
+    // qv: the candidate q (b vectors) and the elimination's scratch (lockstep.inc).
+    Aligned<T> A(static_cast<size_t>(b) * b * W),
+        qv(static_cast<size_t>(b + generic_f64::null_scratch(b)) * W);
     std::vector<T> ql(static_cast<size_t>(b)), q_out(static_cast<size_t>(b) * W);
     std::vector<int> rows(static_cast<size_t>(b) * W), z(static_cast<size_t>(W));
     // Bitmap of drawn rows for the duplicate test (m bits; above kBitmapMaxRows the scan).
