@@ -10,13 +10,19 @@ Backends (JSON field ``backend``):
 ``ratio_vs_baseline`` on kernel records: kernel rate over the batched baseline of the same
 device (numpy-batched for cpu, torch-cuda-batched for cuda), measured in the same run.
 
-    python bench/bench_kernel.py --quick --json out.json [--plot out.png]
+    python bench/bench_kernel.py --quick --json out.json [--plot out.png] [--markdown out.md]
+
+Kernel and numpy records also carry ``cpu_per_wall``: the process's CPU time over wall time
+during the timed runs (about 2 when the kernel's two threads really had two cores, about 1
+for the single-threaded baseline on an idle machine; less where other load took the cores),
+and the run's metadata the load average before and after.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +99,16 @@ def run(configs, repeats, with_torch, target_seconds):
             records.append(r)
             label = backend + (f" ({extra['threads']} thr)" if "threads" in extra else "")
             print(f"{label:>24} b={b:<3} m={m:<5} {dtype:<8} {r['samples_per_s']:12.4g} /s"
-                  + (f"   x{extra['ratio_vs_baseline']:.1f} vs baseline" if "ratio_vs_baseline" in extra else ""),
+                  + (f"   x{extra['ratio_vs_baseline']:.1f} vs baseline" if "ratio_vs_baseline" in extra else "")
+                  + (f"   cpu/wall {extra['cpu_per_wall']:.2f}" if "cpu_per_wall" in extra else ""),
                   flush=True)
             return r
 
         nb = 2 * BATCH
-        t, _ = median_time(lambda: numpy_batched(L, nb, tol), repeats)
-        baseline = rec("numpy-batched", nb, t)
+        numpy_batched(L, BATCH, tol)  # warm-up
+        cpu0 = time.process_time()
+        t, times = median_time(lambda: numpy_batched(L, nb, tol), repeats, warmup=0)
+        baseline = rec("numpy-batched", nb, t, cpu_per_wall=(time.process_time() - cpu0) / sum(times))
         if with_torch:
             t, _ = median_time(lambda: torch_batched(L, nb, tol), repeats)
             rec("torch-batched", nb, t)
@@ -108,9 +117,14 @@ def run(configs, repeats, with_torch, target_seconds):
             probe = 20_000
             t, _ = median_time(lambda: spear.sample_directions(L, probe, num_threads=threads), 1)
             n = int(max(probe, min(5e8, probe * target_seconds / max(t, 1e-6))))
-            t, _ = median_time(lambda: spear.sample_directions(L, n, num_threads=threads), repeats)
+            cpu0 = time.process_time()
+            # no warm-up: the sizing run above was one
+            t, times = median_time(lambda: spear.sample_directions(L, n, num_threads=threads),
+                                   repeats, warmup=0)
+            cpu = time.process_time() - cpu0
             nthreads = threads or spear._core.cpu_max_threads()
             rec("cpu", n, t, threads=nthreads, simd=spear._core.cpu_simd(),
+                cpu_per_wall=cpu / sum(times),
                 ratio_vs_baseline=(n / t) / baseline["samples_per_s"])
         if gpu:
             import cupy as cp
@@ -180,6 +194,28 @@ def plot(records, path):
     fig.savefig(path, dpi=120)
 
 
+def markdown(records) -> str:
+    """The results table of bench/results/README.md: one row per (dtype, m, b)."""
+    cols = {}
+    for r in records:
+        row = cols.setdefault((r["dtype"], r["m"], r["b"]), {})
+        if r["backend"] == "cpu":
+            row["cpu2" if r["threads"] > 1 else "cpu1"] = r
+        else:
+            row[r["backend"]] = r
+    fmt = lambda row, key: f"{row[key]['samples_per_s']:.3g}" if key in row else "-"  # noqa: E731
+    lines = ["| dtype | m | b | numpy batched | torch batched | kernel, 1 thread | kernel, 2 threads "
+             "| kernel (2 thr) / numpy | CPU / wall (2 thr) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (dtype, m, b), row in sorted(cols.items()):
+        two = row.get("cpu2", {})
+        ratio = f"{two['ratio_vs_baseline']:.1f}x" if "ratio_vs_baseline" in two else "-"
+        load = f"{two['cpu_per_wall']:.2f}" if "cpu_per_wall" in two else "-"
+        lines.append(f"| {dtype} | {m} | {b} | {fmt(row, 'numpy-batched')} | {fmt(row, 'torch-batched')} "
+                     f"| {fmt(row, 'cpu1')} | {fmt(row, 'cpu2')} | {ratio} | {load} |")
+    return "\n".join(lines) + "\n"
+
+
 def _prepare_output(path: str | None, what: str) -> None:
     """Create the folder of an output file now, and fail before the work if it cannot be
     written (not after minutes of measuring)."""
@@ -199,6 +235,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="a subset (under two minutes on two cores)")
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
+    p.add_argument("--markdown", default=None, help="write the results table (markdown) here")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--no-torch", action="store_true", help="skip the torch CPU baseline")
     p.add_argument("--configs", default=None,
@@ -216,14 +253,20 @@ def main():
         repeats, target = a.repeats or 5, 1.0
     _prepare_output(a.json, "json")
     _prepare_output(a.plot, "plot")
+    _prepare_output(a.markdown, "markdown")
+    load_before = os.getloadavg()
     records = run(configs, repeats, not a.no_torch, target)
     meta = machine()
+    meta["load_average_before"] = list(load_before)
+    meta["load_average_after"] = list(os.getloadavg())
     meta["cpu_simd"] = spear._core.cpu_simd()
     meta["threads"] = spear._core.cpu_max_threads()
     if a.json:
         write_json(records, a.json, meta)
     if a.plot:
         plot(records, a.plot)
+    if a.markdown:
+        Path(a.markdown).write_text(markdown(records))
 
 
 if __name__ == "__main__":

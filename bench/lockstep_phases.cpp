@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -33,12 +34,8 @@ constexpr int W = 8;
 #include INC
 __attribute__((noinline)) void ph_draw(const SamplerParams& p, uint64_t first, int* rows) {
   static uint64_t seen[64] = {};
-  static uint32_t words[W * 4 * 8];
-  const int nb = words_blocks(p.b - 1);
-  draw_words(p.seed, first, nb, words);
-  for (int l = 0; l < W; ++l)
-    draw_rows_words(words + l * 4 * nb, nb, p.seed, first + l, p.m, p.b - 1,
-                    rows + l * (p.b - 1), seen);
+  static int32_t cand[W * 4 * 8];
+  draw_rows_lockstep(p, first, W, p.b - 1, rows, cand, seen);
 }
 __attribute__((noinline)) void ph_gather(const T* L, int b, int* rows, T* A) {
   gather_rows(L, b, b - 1, W, rows, A);
@@ -70,7 +67,7 @@ int main(int argc, char** argv) {
   p.probe = 64;
   p.probe_min = 1;
   alignas(64) static double A[19 * 20 * 8], qv[200 * 8];
-  int rows[8 * 19];
+  int rows[8 * 19 + 1];  // one slot past the last lane (draw_rows_lockstep)
   const long n = argc > 1 ? std::atol(argv[1]) : 400000;
   long acc = 0;
   const auto t0 = std::chrono::steady_clock::now();

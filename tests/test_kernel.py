@@ -384,3 +384,23 @@ def test_set_cpu_simd_rejects_unknown_names():
     with pytest.raises(ValueError, match="simd"):
         _core.set_cpu_simd("sse9")
     assert _core.cpu_simd() in ("avx512", "scalar")
+
+
+@pytest.mark.parametrize("simd_path", _simd_paths(), indirect=True)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("b,m", [(20, 21), (20, 40), (9, 200)])
+def test_row_draws_with_many_repeats_match_the_reference(simd_path, dtype, b, m):
+    # The lock-step draw takes the first words of 8 samples at once and tests repeats
+    # lane-wise; with m close to b-1 most samples repeat rows, and many need more words
+    # than were drawn up front (their own stream from the start). A tolerance that makes
+    # every row a zero accepts every sample, so each sample's rows show in its candidate.
+    L = np.random.default_rng(b + m).standard_normal((m, b)).astype(dtype)
+    tol, n, offset, seed = 10.0, 2000, 5, 9
+    got = spear.sample_directions(L, n, seed=seed, tol=tol, min_zeros=m, offset=offset,
+                                  probe=0, num_threads=2)
+    q, zeros, index = reference.sample_directions_reference(
+        L, row_thresholds(L, tol), np.arange(offset, offset + n), seed=seed, min_zeros=m)
+    assert len(index) > n // 2
+    np.testing.assert_array_equal(got.index, index)
+    np.testing.assert_array_equal(got.zeros, zeros)
+    np.testing.assert_array_equal(got.q, q)

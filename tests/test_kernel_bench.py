@@ -70,3 +70,17 @@ def test_console_names_the_thread_count(tmp_path):
                        capture_output=True, text=True, timeout=300, check=True)
     lines = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("cpu")]
     assert any("(1 thr)" in ln for ln in lines) and len(lines) == 2
+
+
+def test_markdown_table_has_one_row_per_configuration():
+    mod = _module()
+    rec = lambda backend, b, rate, **kw: dict(backend=backend, dtype="float64", b=b, m=200,  # noqa: E731
+                                              samples_per_s=rate, **kw)
+    records = [rec("numpy-batched", 20, 1e4), rec("cpu", 20, 2e6, threads=2, ratio_vs_baseline=200.0,
+                                                  cpu_per_wall=1.93),
+               rec("cpu", 20, 1e6, threads=1, ratio_vs_baseline=100.0, cpu_per_wall=1.0),
+               rec("cpu", 8, 4e6, threads=2, ratio_vs_baseline=40.0, cpu_per_wall=1.9)]
+    lines = mod.markdown(records).splitlines()
+    assert len(lines) == 2 + 2
+    assert lines[2].startswith("| float64 | 200 | 8 | - | - | - | 4e+06 | 40.0x | 1.90 |")
+    assert lines[3] == "| float64 | 200 | 20 | 1e+04 | - | 1e+06 | 2e+06 | 200.0x | 1.93 |"

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <stdexcept>
@@ -79,7 +80,7 @@ Simd active() {
 
 template <typename T>
 using GroupFn = void (*)(const T*, const T*, const SamplerParams&, uint64_t, int, T*, T*, int*,
-                         T*, int*, T*, uint64_t*, uint32_t*);
+                         T*, int*, T*, uint64_t*, int32_t*);
 
 template <typename NS_T>
 struct Group;
@@ -99,16 +100,16 @@ Path<double> path_for<double>(Simd s, int b) {
   if (s == Simd::kAvx512)
     return {[](const double* L, const double* t, const SamplerParams& p, uint64_t f, int n,
                double* A, double* q, int* r, double* ql, int* z, double* qo,
-               uint64_t* seen, uint32_t* words) {
+               uint64_t* seen, int32_t* cand) {
               avx512_f64::evaluate_group(L, t, p, f, n, A, reinterpret_cast<avx512_f64::VA*>(q),
-                                         r, ql, z, qo, seen, words);
+                                         r, ql, z, qo, seen, cand);
             },
             avx512_f64::W};
   return {[](const double* L, const double* t, const SamplerParams& p, uint64_t f, int n,
              double* A, double* q, int* r, double* ql, int* z, double* qo,
-               uint64_t* seen, uint32_t* words) {
+               uint64_t* seen, int32_t* cand) {
             generic_f64::evaluate_group(L, t, p, f, n, A, reinterpret_cast<generic_f64::VA*>(q),
-                                        r, ql, z, qo, seen, words);
+                                        r, ql, z, qo, seen, cand);
           },
           generic_f64::W};
 }
@@ -118,15 +119,15 @@ Path<float> path_for<float>(Simd s, int b) {
   if (b > kLockstepMaxB || s == Simd::kScalar) return {};
   if (s == Simd::kAvx512)
     return {[](const float* L, const float* t, const SamplerParams& p, uint64_t f, int n, float* A,
-               float* q, int* r, float* ql, int* z, float* qo, uint64_t* seen, uint32_t* words) {
+               float* q, int* r, float* ql, int* z, float* qo, uint64_t* seen, int32_t* cand) {
               avx512_f32::evaluate_group(L, t, p, f, n, A, reinterpret_cast<avx512_f32::VA*>(q),
-                                         r, ql, z, qo, seen, words);
+                                         r, ql, z, qo, seen, cand);
             },
             avx512_f32::W};
   return {[](const float* L, const float* t, const SamplerParams& p, uint64_t f, int n, float* A,
-             float* q, int* r, float* ql, int* z, float* qo, uint64_t* seen, uint32_t* words) {
+             float* q, int* r, float* ql, int* z, float* qo, uint64_t* seen, int32_t* cand) {
             generic_f32::evaluate_group(L, t, p, f, n, A, reinterpret_cast<generic_f32::VA*>(q), r,
-                                        ql, z, qo, seen, words);
+                                        ql, z, qo, seen, cand);
           },
           generic_f32::W};
 }
@@ -198,13 +199,15 @@ SampleResult<T> sample(const T* L, const T* thresh, const SamplerParams& params,
 #else
     Accepted<T>& mine = per_thread[0];
 #endif
-    Aligned<T> A(static_cast<size_t>(b) * b * W), qv(static_cast<size_t>(2 * b) * W);
+    // qv: the candidate q (b vectors) and the elimination's scratch (lockstep.inc).
+    Aligned<T> A(static_cast<size_t>(b) * b * W),
+        qv(static_cast<size_t>(b + generic_f64::null_scratch(b)) * W);
     std::vector<T> ql(static_cast<size_t>(b)), q_out(static_cast<size_t>(b) * W);
     std::vector<int> rows(static_cast<size_t>(b) * W), z(static_cast<size_t>(W));
     // Bitmap of drawn rows for the duplicate test (m bits; above kBitmapMaxRows the scan).
     std::vector<uint64_t> seen(params.m <= kBitmapMaxRows ? (params.m + 63) / 64 : 0);
-    // Words of the row draws, made for W samples at once (4 per Philox block).
-    std::vector<uint32_t> words(static_cast<size_t>(W) * 4 * ((k + 3) / 4 + 1));
+    // Candidate rows of the row draws, made for W samples at once (4 per Philox block).
+    std::vector<int32_t> cand(static_cast<size_t>(W) * 4 * ((k + 3) / 4 + 1));
     auto keep = [&](int zl, const T* q, uint64_t s) {
       ++mine.total;
       if (static_cast<int64_t>(mine.index.size()) >= max_candidates) return;
@@ -228,7 +231,7 @@ SampleResult<T> sample(const T* L, const T* thresh, const SamplerParams& params,
         const int lanes = static_cast<int>(std::min<int64_t>(W, end - i));
         const uint64_t first = offset + static_cast<uint64_t>(i);
         path.fn(L, thresh, params, first, lanes, A.ptr, qv.ptr, rows.data(), ql.data(), z.data(),
-                q_out.data(), seen.empty() ? nullptr : seen.data(), words.data());
+                q_out.data(), seen.empty() ? nullptr : seen.data(), cand.data());
         for (int l = 0; l < lanes; ++l)
           if (z[l] >= 0) keep(z[l], q_out.data() + static_cast<size_t>(l) * b, first + l);
       }
