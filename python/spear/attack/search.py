@@ -20,7 +20,7 @@ from .certify import Certificate
 from .problem import Problem
 from .scale import scales
 from .select import CandidatePool, greedy_independent, regrow
-from .tolerance import ELIGIBLE_ZERO_FRACTION
+from .tolerance import ELIGIBLE_FALLBACK_FRACTION, ELIGIBLE_ZERO_FRACTION
 
 
 #: Chosen directions with fewer zeros than this fraction of the chosen median are regrown
@@ -98,9 +98,16 @@ class Selector:
     def _greedy(self, pool):
         """Sparsest first among the eligible candidates; b independent ones if there are."""
         order = pool.order()
-        if len(order):
-            order = order[pool.zeros[order] >= ELIGIBLE_ZERO_FRACTION * pool.zeros[order[0]]]
-        chosen = greedy_independent(pool.q, order, self.problem.b, tol=self.tol)
+        if not len(order):
+            return order, []
+        zeros, top = pool.zeros[order], pool.zeros[order[0]]
+        order_main = order[zeros >= ELIGIBLE_ZERO_FRACTION * top]
+        chosen = greedy_independent(pool.q, order_main, self.problem.b, tol=self.tol)
+        if len(chosen) < self.problem.b:
+            rest = order[(zeros < ELIGIBLE_ZERO_FRACTION * top) & (zeros >= ELIGIBLE_FALLBACK_FRACTION * top)]
+            chosen = greedy_independent(pool.q, rest, self.problem.b, fixed=chosen, tol=self.tol)
+            order_main = np.concatenate([order_main, rest])
+        order = order_main
         self.found, self.chosen = len(chosen), chosen
         self.best_directions = self._in_factor(pool.q[chosen])
         return order, chosen
