@@ -20,7 +20,7 @@ from .certify import Certificate
 from .problem import Problem
 from .scale import scales
 from .select import CandidatePool, greedy_independent, regrow
-from .tolerance import ELIGIBLE_FALLBACK_FRACTION, ELIGIBLE_ZERO_FRACTION
+from .tolerance import ELIGIBLE_FALLBACK_FACTOR, ELIGIBLE_ZERO_FRACTION
 
 
 #: Chosen directions with fewer zeros than this fraction of the chosen median are regrown
@@ -104,7 +104,8 @@ class Selector:
         order_main = order[zeros >= ELIGIBLE_ZERO_FRACTION * top]
         chosen = greedy_independent(pool.q, order_main, self.problem.b, tol=self.tol)
         if len(chosen) < self.problem.b:
-            rest = order[(zeros < ELIGIBLE_ZERO_FRACTION * top) & (zeros >= ELIGIBLE_FALLBACK_FRACTION * top)]
+            floor = ELIGIBLE_FALLBACK_FACTOR * self.problem.tolerances.min_zeros
+            rest = order[(zeros < ELIGIBLE_ZERO_FRACTION * top) & (zeros >= floor)]
             chosen = greedy_independent(pool.q, rest, self.problem.b, fixed=chosen, tol=self.tol)
             order_main = np.concatenate([order_main, rest])
         order = order_main

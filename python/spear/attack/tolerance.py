@@ -78,11 +78,12 @@ MERGE_COS = 0.99
 #: with b + 2 zeros would fill the last slots and switch the dictionary's steering off
 #: (untrained width-200 MLP, b = 20: failing in 63 s without the rule, 0.9 s with it).
 ELIGIBLE_ZERO_FRACTION = 0.5
-#: ... but when those give fewer than b independent directions, candidates down to this
-#: fraction fill the rest: a TinyImageNet MLP (width 1000) after 3 epochs, b = 8, has one
-#: column with 397 zeros beside one with 921 (ratio 0.43), and the batch stayed 7 of 8 in
-#: 1e7 samples; junk with b + 2 zeros sits near 0.2 of a width-200 layer's columns.
-ELIGIBLE_FALLBACK_FRACTION = 0.3
+#: ... but when those give fewer than b independent directions, any candidate with at
+#: least ELIGIBLE_FALLBACK_FACTOR times the zero count a wrong proposal reaches by chance
+#: (``Tolerances.min_zeros``) fills the rest. TinyImageNet MLPs (width 1000) trained 3
+#: epochs: b = 8 had a column with 397 zeros beside 921 (ratio 0.43) and stayed 7 of 8 in
+#: 1e7 samples; b = 20 one with 267 beside 951 (0.28). Junk sits at about min_zeros.
+ELIGIBLE_FALLBACK_FACTOR = 3.0
 #: A candidate is independent of the chosen ones when its residual norm exceeds this.
 INDEPENDENCE_TOL = 1e-4
 #: Under noise two polishes of one column differ by ~noise in angle and are not
