@@ -126,9 +126,11 @@ def plot(records, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["dataset"], r["model"]) for r in records})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (ds, model) in zip(axes[0], panels):
+    datasets = sorted({r["dataset"] for r in records})
+    models = sorted({r["model"] for r in records})
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(4.2 * len(datasets), 3.2 * len(models)),
+                             squeeze=False)
+    for ax, (model, ds) in zip(axes.ravel(), [(m, d) for m in models for d in datasets]):
         mine = [r for r in records if (r["dataset"], r["model"]) == (ds, model)]
         for b in sorted({r["b"] for r in mine}):
             pts = sorted((r["epochs"], sum(x.get("within_1e-3", 0) for x in r["batches"])

@@ -217,3 +217,12 @@ def test_a_rejected_set_returns_the_inputs_its_certificate_clears(layer):
     assert len(rec.inputs) == p.b - 2 and rec.input_status == ["consistent"] * (p.b - 2)
     assert matched_relative_errors(rec.inputs, np.delete(X, 5, axis=0)).max() < 1e-5
     assert "rejected" in rec.diagnosis and f"{p.b - 2} of {p.b} inputs" in rec.diagnosis
+
+
+def test_an_input_rounding_leaves_imprecise_is_not_called_certified():
+    from spear.attack.certify import Certificate
+    from spear.attack.finish import _input_status
+
+    cert = Certificate(certified=True, violations=0, per_column=np.zeros(3, dtype=int),
+                       checked_fraction=1.0, input_errors=np.array([1e-8, 2e-2, 5e-4]))
+    assert _input_status("certified", cert, 3) == ["certified", "consistent", "certified"]

@@ -16,7 +16,7 @@ from .certify import Certificate
 from .diagnose import diagnose, verdict_of
 from .problem import Factor, Problem
 from .search import SearchOutcome
-from .tolerance import MIN_JUDGED_PER_COLUMN, OUTLIER_FACTOR, RATE_FLOOR
+from .tolerance import MIN_JUDGED_PER_COLUMN, OUTLIER_FACTOR, PRECISE_INPUT_ERROR, RATE_FLOOR
 
 
 #: A rejected set gives back the inputs its certificate clears only when at least this
@@ -40,8 +40,10 @@ class Reconstruction:
     verdict: "certified" | "consistent" | "partial" | "unverified" | "rejected" | "incomplete"
         (see :mod:`spear.attack.diagnose`).
     diagnosis: why the result is less than certified, with the numbers; None when certified.
-    input_status: one status per row of ``inputs`` ("certified", "consistent", "suspect":
-        its column stands out in the graded check, "unverified"); None without inputs.
+    input_status: one status per row of ``inputs`` ("certified"; "consistent": in a
+        certified set, an input whose expected error ``certificate.input_errors`` passes
+        1e-3 (rounding leaves it imprecise), else not proven; "suspect": its column stands
+        out in the graded check; "unverified"); None without inputs.
     certified: the certificate's exact verdict when weight and bias were given, else None.
         Under noise (DP, FedAvg drift) it is False: exactness cannot be proven there, and
         ``certificate.violation_rate`` grades the result instead.
@@ -112,6 +114,9 @@ def finish(problem: Problem, outcome: SearchOutcome, budget: Budget, stats: dict
 def _input_status(verdict: str, cert: Certificate | None, b: int) -> list[str]:
     if verdict == "partial":
         verdict = "certified" if cert.certified else "consistent"
+    if verdict == "certified" and cert.input_errors is not None:
+        # The set is proven; an input that rounding leaves imprecise is said to be so.
+        return ["certified" if e <= PRECISE_INPUT_ERROR else "consistent" for e in cert.input_errors]
     if verdict != "consistent":
         return [verdict] * b
     return ["suspect" if s else "consistent" for s in suspect_columns(cert)]
