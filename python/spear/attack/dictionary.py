@@ -78,11 +78,16 @@ BASES = ("unit", "plain")
 PLAIN_FIRST_SPREAD = 300.0
 
 
+def trained_spectrum(spectrum, b: int) -> bool:
+    """Whether the inputs' singular values spread like a trained network's (s_1 / s_b past
+    PLAIN_FIRST_SPREAD)."""
+    return float(spectrum[0]) / max(float(spectrum[b - 1]), 1e-300) > PLAIN_FIRST_SPREAD
+
+
 def bases_for(spectrum, b: int) -> tuple[str, ...]:
     """The order in which a source cycles through the bases for this spectrum (the
     source's "whitened" is "plain" on noise-scaled rows)."""
-    spread = float(spectrum[0]) / max(float(spectrum[b - 1]), 1e-300)
-    return (("plain", "unit", "whitened") if spread > PLAIN_FIRST_SPREAD
+    return (("plain", "unit", "whitened") if trained_spectrum(spectrum, b)
             else ("unit", "plain", "whitened"))
 
 
@@ -101,7 +106,8 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
                          num_starts: int | None = None, known=None, xp=np,
                          budget: Budget | None = None, adm_iters: int = 100,
                          irls_iters: int = 12, descend: bool = True, adm_lam: float | None = None,
-                         max_refine: int | None = None, basis: str = "unit") -> np.ndarray:
+                         max_refine: int | None = None, basis: str = "unit",
+                         unit_norms=None) -> np.ndarray:
     """Sparse directions of L by batched sparsity minimisation from many starts.
 
     L: (m, b) float64 factor with all-zero rows already removed (numpy, or CuPy when xp is
@@ -122,6 +128,8 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
        ADM threshold times sqrt(m), most ADM results refined, split mixtures).
     basis: "unit" scales every row of L to unit norm before the search, "plain" keeps
        their lengths (see :data:`BASES`). Zero tests read ``thresh`` either way.
+    unit_norms: (m,) the row norms "unit" divides by instead of L's own (those of another
+       factor of the same span: the source passes L's for M = L S^1/2 at random init).
 
     Returns a numpy (c, b) array of unit vectors q (rows, in L's coordinates, i.e. L q
     sparse), made exact (null space of their zero rows) and filtered (at least
@@ -137,7 +145,7 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     rng = np.random.default_rng(seed)
     if basis not in BASES:
         raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
-    norms = xp.linalg.norm(L, axis=1)
+    norms = xp.linalg.norm(L, axis=1) if unit_norms is None else xp.asarray(unit_norms, dtype=xp.float64)
     if basis == "plain":
         norms = xp.full(m, float(xp.median(norms)))
     Ln = L / norms[:, None]
