@@ -70,10 +70,12 @@ class Selector:
         self._last_key: tuple = ()
         self._last_choice: list[int] = []
         self._regrown: set[int] = set()
+        self._certs: dict[tuple, Certificate] = {}   # this selection's certificates, by choice
 
     def select(self, pool: CandidatePool) -> Selection | None:
         """A :class:`Selection` once b independent directions are in the pool, else None."""
         t0 = time.perf_counter()
+        self._certs = {}
         try:
             b = self.problem.b
             order, chosen = self._greedy(pool)
@@ -90,7 +92,7 @@ class Selector:
                 self.best_directions = self._in_factor(pool.q[chosen])
             Q = self._scaled(pool.q[chosen])
             X = self.problem.xp.linalg.solve(Q, self.problem.R)
-            cert = self.problem.certifier(Q) if self.problem.certifier is not None else None
+            cert = self._certify(pool, chosen) if self.problem.certifier is not None else None
             return Selection(Q, X, cert)
         finally:
             self.seconds += time.perf_counter() - t0
@@ -121,20 +123,31 @@ class Selector:
         MAX_SWAPPED columns)."""
         if not chosen:
             return False
-        zeros = pool.zeros[chosen]
-        todo = [c for c, z in zip(chosen, zeros) if z < REGROW_ZERO_FRACTION * np.median(zeros)]
         if rejected:
-            cert = self.problem.certifier(self._scaled(pool.q[chosen]))
+            cert = self._certify(pool, chosen)
             bad = [chosen[i] for i in np.flatnonzero(cert.per_column)]
             todo = [] if cert.certified or len(bad) > MAX_SWAPPED else bad
+        else:
+            zeros = pool.zeros[chosen]
+            todo = [c for c, z in zip(chosen, zeros) if z < REGROW_ZERO_FRACTION * np.median(zeros)]
+        todo = [i for i in todo if i not in self._regrown]
+        if todo:
+            self._certs = {}          # the pool may replace a direction by a better polish
         added = 0
         for i in todo:
-            if i in self._regrown or expired(self.budget):
-                continue
+            if expired(self.budget):
+                break
             self._regrown.add(i)
             kids = regrow(pool.L, pool.thresh_tight, pool.q[i], np.random.default_rng(i))
             added += pool.add(kids, budget=self.budget) if len(kids) else 0
         return added > 0
+
+    def _certify(self, pool, chosen: list[int]) -> Certificate:
+        """The certificate of a choice, computed once per selection."""
+        key = tuple(chosen)
+        if key not in self._certs:
+            self._certs[key] = self.problem.certifier(self._scaled(pool.q[chosen]))
+        return self._certs[key]
 
     def _most_hit_if_better(self, pool, order, chosen):
         """Sparsest first can be wrong when the batch is barely sparse (a trained MLP on
@@ -146,8 +159,7 @@ class Selector:
         other = greedy_independent(pool.q, by_hits, self.problem.b, tol=self.tol)
         if len(other) < self.problem.b or sorted(other) == sorted(chosen):
             return chosen, order
-        certify = self.problem.certifier
-        if certify(self._scaled(pool.q[other])).badness() < certify(self._scaled(pool.q[chosen])).badness():
+        if self._certify(pool, other).badness() < self._certify(pool, chosen).badness():
             return other, by_hits
         return chosen, order
 
@@ -171,8 +183,8 @@ class Selector:
         key = (len(pool), tuple(chosen))
         if key == self._last_key:
             return self._last_choice
-        certify, b = self.problem.certifier, self.problem.b
-        best = certify(self._scaled(pool.q[chosen]))
+        b = self.problem.b
+        best = self._certify(pool, chosen)
         if int(np.count_nonzero(best.per_column)) > MAX_SWAPPED:
             # Single swaps cannot mend that many wrong columns: let the sources find more
             # first (each attempt costs up to 4 x (2b + 16) certificates).
@@ -194,7 +206,7 @@ class Selector:
                     trial = greedy_independent(pool.q, np.array([cand]), b, fixed=rest, tol=self.tol)
                     if len(trial) < b:
                         continue
-                    cert = certify(self._scaled(pool.q[trial]))
+                    cert = self._certify(pool, trial)
                     if cert.badness() < best.badness():
                         best, improved = cert, trial
             if improved is None:

@@ -109,7 +109,6 @@ class Sampler:
         pass
 
 
-
 def sampler_out_of_reach(problem, known) -> bool:
     """Whether the columns found so far (their fraction of zero rows) put the batch
     beyond SAMPLER_REACH samples."""
@@ -124,10 +123,11 @@ def sampler_out_of_reach(problem, known) -> bool:
 @dataclass
 class Dictionary:
     """Sparse dictionary recovery: a broad first round (8 b starts), then rounds steered
-    away from the selected directions (4 b starts), alternating the search basis (rows as
-    unit length, then as they are: ``dictionary.BASES``). Runs on the live rows
-    of gW V_b with the pool's noise rule. Exhausted once ``patience`` rounds of each basis
-    in a row added nothing."""
+    away from the selected directions (4 b starts), cycling through the search bases in
+    the order ``dictionary.bases_for`` reads off the spectrum (rows at unit length, as
+    they are, divided by their noise) unless ``bases`` is given. Runs on the live rows of
+    gW V_b with the pool's noise rule. Exhausted once ``patience`` rounds of each basis in
+    a row added nothing, unless the sampler cannot reach the batch (``endless``)."""
 
     name: str = "dictionary"
     exhausted: bool = False
