@@ -5,7 +5,8 @@ Each round, every active source proposes directions; they are merged into the po
 sparsest first, then certificate-guided single swaps. The first round ends early when a
 source adds directions (the search checks whether it is done before running the next
 source: a broad dictionary round often finds the whole batch). The search stops when
-the selection is certified, the budget is spent, or every source is exhausted.
+the selection is certified, the budget is spent, or every source is exhausted (a source
+that ``follows`` the others, like the neighbour search, only after them).
 """
 from __future__ import annotations
 
@@ -233,9 +234,9 @@ def search(problem: Problem, sources: list, budget: Budget, *, seed: int = 0,
     bar = _progress_bar(progress, budget, problem.b)
     first_pass, without_proof_from = True, None
     try:
-        while any(not s.exhausted for s in sources):
+        while active := _active(sources):
             stop = False
-            for source in [s for s in sources if not s.exhausted]:
+            for source in active:
                 if expired(budget):
                     stop = True
                     break
@@ -271,6 +272,17 @@ def search(problem: Problem, sources: list, budget: Budget, *, seed: int = 0,
     return SearchOutcome(selection, selector.best_directions, selector.found, len(pool), raw,
                          turns, seconds, exhausted=bool(sources) and all(s.exhausted for s in sources),
                          zero_fraction=None if zeros is None else float(np.median(zeros)) / len(pool.L))
+
+
+def _active(sources: list) -> list:
+    """The sources that take a turn in this pass. A source with ``follows`` True works on
+    what the others found (its ``exhausted``: nothing to do at its last turn): it takes
+    every turn while another source is active, and after them until it has nothing to do."""
+    follows = [bool(getattr(s, "follows", False)) for s in sources]
+    leading = any(not s.exhausted for s, f in zip(sources, follows) if not f)
+    if not leading and all(s.exhausted for s, f in zip(sources, follows) if f):
+        return []
+    return [s for s, f in zip(sources, follows) if f or not s.exhausted]
 
 
 def _done(problem: Problem, selection: Selection | None, budget: Budget, first: int | None):

@@ -57,7 +57,10 @@ class DirectionSource(Protocol):
     be empty: steer away from them if useful), the shared budget and the seed; it
     returns a :class:`Proposal`. ``observe`` then tells it how many new independent
     directions its proposal gave the selection. ``exhausted`` turns True when the source
-    has nothing more to offer (the search ends when every source is exhausted)."""
+    has nothing more to offer (the search ends when every source is exhausted). A source
+    that only works on the others' results sets ``follows = True``: its ``exhausted``
+    then means "nothing to do at its last turn", and it keeps its turns while another
+    source is active (:func:`search._active`)."""
 
     name: str
     exhausted: bool
@@ -201,7 +204,8 @@ def sources_for(method: str | Sequence[DirectionSource], b: int | None = None) -
             return [Sampler()]
         if method == "dictionary":
             return [Dictionary(patience=DICTIONARY_PATIENCE)]
-        from .screened import Screened      # a Dictionary subclass: imported late
+        from .neighbours import Neighbours  # these import sources.py: imported late
+        from .screened import Screened
 
         if method == "screened":
             return [Screened(patience=DICTIONARY_PATIENCE)]
@@ -211,7 +215,7 @@ def sources_for(method: str | Sequence[DirectionSource], b: int | None = None) -
                 # samples per direction (b = 128: 45 of 148 s went to it, for nothing).
                 return [Screened(patience=DICTIONARY_PATIENCE)]
             return [Dictionary(patience=AUTO_DICTIONARY_PATIENCE, time_share=AUTO_DICTIONARY_SHARE),
-                    Sampler()]
+                    Neighbours(), Sampler()]
         raise ValueError(f"method must be one of {METHODS} or a list of direction sources, "
                          f"got {method!r}")
     sources = list(method)
