@@ -45,8 +45,9 @@ def reconstruct(grad_weight, grad_bias, batch_size: int | None = None, *, weight
     method : where candidate directions come from: "sample" (random submatrices, the
         compiled kernel), "dictionary" (sparse dictionary recovery from many starts, for
         large batches), "screened" (its rounds refining only the sparsest starts, for
-        b > 100), "auto" (up to b = 100 dictionary proposals first, the sampler for the
-        rest; above, screened rounds alone), or
+        b > 100), "auto" (up to b = 100 dictionary proposals first, then the columns of
+        look-alike inputs next to those selected, and the sampler for the rest; above,
+        screened rounds alone), or
         an ordered list of :class:`~spear.attack.sources.DirectionSource` objects.
     unverified : opt in to attacking without weight and bias. Nothing can then check the
         answer: the inputs come back with verdict "unverified", never ``complete``.

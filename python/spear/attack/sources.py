@@ -10,6 +10,9 @@ touches the loop: implement :class:`DirectionSource` and pass it in ``method=[..
   polynomial in b, finds most columns of large batches in a few rounds.
 - :class:`~spear.attack.screened.Screened`: the same rounds refining only the sparsest
   ADM results (``screened.py``): large batches (b > 100) at a fraction of the time.
+- :class:`~spear.attack.neighbours.Neighbours`: on the zero rows of each selected
+  direction, the column of an input that looks like its input (``neighbours.py``); it
+  follows the others (works on what they found).
 """
 from __future__ import annotations
 
@@ -195,7 +198,8 @@ METHODS = ("sample", "dictionary", "screened", "auto")
 
 def sources_for(method: str | Sequence[DirectionSource], b: int | None = None) -> list[DirectionSource]:
     """``method`` as an ordered list of fresh sources. "auto": the dictionary first (it
-    hands over once a round finds nothing new), the sampler for whatever is missing; from
+    hands over once a round finds nothing new), the neighbour search of what it selected,
+    the sampler for whatever is missing; from
     b = AUTO_SCREENED_FROM (b None: unknown yet) the screened rounds alone, which keep
     going like "dictionary" (the sampler cannot help there). "dictionary" and "screened"
     alone keep going for DICTIONARY_PATIENCE rounds of nothing new."""
