@@ -8,7 +8,8 @@ import pytest
 
 import spear
 from gradients import matched_relative_errors
-from spear.attack.neighbours import NEIGHBOUR_MIN_SHARE, Neighbours, neighbours
+from spear.attack import Neighbours
+from spear.attack.neighbours import NEIGHBOUR_MIN_SHARE, neighbours
 from spear.attack.search import _active
 from spear.attack.sources import Dictionary
 

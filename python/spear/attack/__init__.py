@@ -12,7 +12,9 @@ from .kernel import Directions, sample_directions
 from .problem import Factor, Problem, prepare
 from .reconstruct import reconstruct
 from .sources import Dictionary, DirectionSource, Proposal, Sampler
+from .neighbours import Neighbours
+from .screened import Screened
 
 __all__ = ["Budget", "Certificate", "Dictionary", "DirectionSource", "Directions", "Factor",
-           "Problem", "Proposal", "Reconstruction", "Sampler", "cuda_available", "prepare",
+           "Neighbours", "Problem", "Proposal", "Reconstruction", "Sampler", "Screened", "cuda_available", "prepare",
            "reconstruct", "sample_directions", "verify"]
