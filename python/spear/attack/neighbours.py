@@ -43,9 +43,11 @@ NEIGHBOUR_MIN_SHARE = 0.7
 NEIGHBOUR_STARTS_PER_COLUMN, NEIGHBOUR_ADM_ITERS = 3, 50
 #: Searches per selected direction, each from other starts (a search can miss).
 NEIGHBOUR_TRIES = 2
-#: Fraction of the time left that one turn may take (every selected direction not yet
-#: searched, ~0.21 s each at b = 50): the other sources get the rest.
-NEIGHBOURS_TIME_SHARE = 0.5
+#: Most directions one turn searches (~0.21 s each at b = 50), and the fraction of the
+#: time left it may take: the leading sources get their turns in between. Searching all
+#: 49 selected directions in one turn cost a random-init b = 50 batch 9.6 s that the
+#: dictionary's next round would have finished.
+NEIGHBOURS_PER_TURN, NEIGHBOURS_TIME_SHARE = 8, 0.5
 #: Rows outside Z_a whose multiple of q_a is read in :func:`_restore` (the ones where q_a
 #: is largest, so each gives the multiple precisely).
 RESTORE_ROWS = 64
@@ -91,7 +93,8 @@ def _restore(A, thresh, qa, v, Za) -> np.ndarray:
 @dataclass
 class Neighbours:
     """:func:`neighbours` of each selected direction, ``tries`` times from other starts:
-    a turn searches those searched fewest times so far (within ``time_share`` of the time left).
+    a turn searches up to ``per_turn`` of those searched fewest times so far (within
+    ``time_share`` of the time left).
     It follows the other sources (``follows``): ``exhausted`` says the last turn found
     every selected direction searched ``tries`` times, and the next selection may bring
     new ones."""
@@ -101,6 +104,7 @@ class Neighbours:
     follows: bool = True
     time_share: float = NEIGHBOURS_TIME_SHARE
     tries: int = NEIGHBOUR_TRIES
+    per_turn: int = NEIGHBOURS_PER_TURN
     searched: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # directions (rows)
     times: list = field(default_factory=list)                               # searches of each
 
@@ -120,7 +124,7 @@ class Neighbours:
         self.exhausted = not len(todo)
         if self.exhausted:
             return Proposal(empty)
-        todo = todo[count[todo] == count[todo].min()]      # a second try after every first
+        todo = todo[count[todo] == count[todo].min()][: self.per_turn]   # second tries last
         A, thresh = problem.search, problem.tolerances.thresh_pool
         found, turn = [], budget.share(self.time_share)
         for i in todo:
