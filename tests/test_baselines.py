@@ -1,5 +1,5 @@
-"""The optimization-based baseline (Inverting Gradients), its span-restricted warm start from
-SPEAR's partial result, and the CNN feature path (labels and images from recovered features)."""
+"""The optimization-based baseline (Inverting Gradients), the same held to SPEAR's partial
+result (span and directions), and the CNN feature path (labels and images from recovered features)."""
 from __future__ import annotations
 
 import numpy as np

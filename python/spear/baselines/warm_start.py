@@ -23,7 +23,7 @@ plain pixel-space matching; a pixel-space run projected from its first step did 
 better (0.23, 16 dB). Free for the first half, then held, with 49 of 50 directions known
 (b = 50, m = 400, 500 iterations): loss 0.025, 41.0 dB, SSIM 0.987 (IG alone 0.042,
 26.4 dB, 0.913; the old span parameterization 0.054, 35.1 dB, 0.914). With few
-directions the constraints are little more than the span and a held phase cost dB (b =
+directions the constraints are little more than the span and a held phase cost 4.8 dB (b =
 24, 300 iterations: 5 of 24 known, the last 31 iterations held, 22.3 dB against 27.1 for
 IG alone), so below half the directions only the final iterate is projected: that
 cannot lower any input's PSNR when its row is paired with the right direction (the span
