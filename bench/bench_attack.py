@@ -13,6 +13,14 @@ first linear layer, then feature inversion).
     python bench/bench_attack.py --datasets mnist,adult --batch-sizes 16,20 --batches 5
     python bench/bench_attack.py --datasets tiny-imagenet --batch-sizes 8 --batches 1 \
         --methods spear,inverting-gradients --ig-iterations 1000 --grids /tmp/grids
+
+SPEAR + optimization (``bench/results/spear_opt_tiny-imagenet.json``): SPEAR with a time
+limit, Inverting Gradients alone, and the hybrid (gradient matching held to SPEAR's
+directions) on the same batch:
+
+    python bench/bench_attack.py --datasets tiny-imagenet --widths 400,2000 --batch-sizes 50,100 \
+        --batches 1 --methods spear,inverting-gradients,hybrid --time-limit 60 --ig-iterations 500 \
+        --threads 1 --json bench/results/spear_opt_tiny-imagenet.json
 """
 from __future__ import annotations
 
@@ -50,7 +58,8 @@ def run_one(base: AttackConfig, methods=("spear",), grids=None):
             r = rows[method][-1]
             print(f"  {base.dataset:>13} m={base.width:<5} b={base.batch_size:<3} {method:>19} batch {i}: recovered "
                   f"{r['recovered_fraction']:.2f} psnr {_round(r['psnr_mean'])} ssim {_round(r['ssim_mean'], 3)} "
-                  f"certified {r['certified']} {r['seconds']:.1f}s", flush=True)
+                  f"certified {r['certified']} directions {r['directions_found']} "
+                  f"loss {_round(r['optimization_loss'], 4)} {r['seconds']:.1f}s", flush=True)
         if grids is not None:
             _grid(results, Path(grids) / f"{base.dataset}_{base.model}_b{base.batch_size}_batch{i}.png")
     return [_record(exps[m].config, rows[m]) for m in methods]
@@ -84,6 +93,7 @@ def _record(cfg, rows):
               "ssim": med("ssim_mean"), "discrete_accuracy": med("discrete_accuracy"),
               "certified_fraction": fraction(rows, "certified"),
               "seconds_per_batch": med("seconds"), "samples_per_batch": med("submatrices_sampled"),
+              "directions_found": med("directions_found"), "optimization_loss": med("optimization_loss"),
               "per_batch": rows}
     if cfg.method != "spear" or cfg.model == "vgg":
         record.update(ig_iterations=cfg.ig_iterations, ig_restarts=cfg.ig_restarts, ig_lr=cfg.ig_lr,
@@ -134,9 +144,12 @@ def main():
                 base = from_args(AttackConfig, a, base=None)
                 base = dataclasses.replace(base, dataset=dataset, data_root=root, batch_size=b, width=width,
                                            image_size=(a.image_size or 224) if dataset == "imagenet" else None)
-                records.extend(run_one(base, methods, grids=a.grids))
-    if a.json:
-        write_json(records, a.json, machine())
+                load = os.getloadavg()[0]
+                for r in run_one(base, methods, grids=a.grids):
+                    # The 1-minute load average before and after: the machine may be shared.
+                    records.append({**r, "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)})
+                if a.json:      # after every configuration: a long grid cut short keeps what ran
+                    write_json(records, a.json, machine())
     print(f"\n{'dataset':>13} {'method':>19} {'m':>5} {'b':>3} {'recovered':>9} {'PSNR':>7} {'SSIM':>6} "
           f"{'cert':>5} {'s/batch':>8}")
     for r in records:

@@ -175,9 +175,11 @@ class Experiment:
                               progress=progress, method=c.search)
             result = BatchResult(i, rec, {}, truth, labels=y_np, method=c.method)
             if c.method == "hybrid" and not rec.complete:
-                # Budget ran out: optimize from the directions found, inside the gradient's span.
+                # Budget ran out: gradient matching held to the span and the directions found
+                # (same pixel box as the baseline).
                 result.inversion = span_inverting_gradients(self.model, update, y, rec, config=c.ig(),
-                                                            image_shape=self._image_shape(), progress=progress)
+                                                            image_shape=self._image_shape(), bounds=self._bounds(),
+                                                            progress=progress)
             elif c.model == "vgg" and c.layer == 0 and rec.complete:
                 result.inversion = self._invert_features(rec, payload, update, y, progress)
         result.seconds = time.perf_counter() - t0

@@ -3,8 +3,8 @@
 * :func:`inverting_gradients`: the optimization-based attack of Geiping et al. (2020).
 * :func:`infer_labels`, :func:`feature_inversion`: a CNN's batch from the features SPEAR
   recovers at its first linear layer (labels from the gradient, images by inversion).
-* :func:`span_inverting_gradients`: gradient matching in the span of the first layer's
-  gradient, started from the directions SPEAR found before its budget ran out.
+* :func:`span_inverting_gradients`: Inverting Gradients, then held to the span of the
+  first layer's gradient and the directions SPEAR found before its budget ran out.
 Like the attack core, these see only what a server sees (model, update, labels); they
 never import the client simulation, datasets, metrics or reports.
 """
