@@ -43,11 +43,14 @@ class Traced:
 
 
 def make(method: str, trace: bool = False):
-    """A method name; "screened" (the source alone, patience 3 like "dictionary"), or
-    "auto-dictionary" ("auto" as it was for every b before issue 18)."""
-    if method == "screened":
-        from spear.attack.screened import Screened
+    """A method name; "screened" (the source alone, patience 3 like "dictionary"),
+    "screened-neighbours" (then the neighbour search), or "auto-dictionary" ("auto" as it
+    was for every b before issue 18)."""
+    if method in ("screened", "screened-neighbours"):
+        from spear.attack import Neighbours, Screened
         sources = [Screened(patience=S.DICTIONARY_PATIENCE)]
+        if method == "screened-neighbours":
+            sources.append(Neighbours())
     elif method == "auto-dictionary":
         # "auto" as it was before the screened source: dictionary rounds, then the sampler
         sources = [S.Dictionary(patience=1, time_share=S.AUTO_DICTIONARY_SHARE), S.Sampler()]
