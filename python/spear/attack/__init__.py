@@ -16,5 +16,5 @@ from .neighbours import Neighbours
 from .screened import Screened
 
 __all__ = ["Budget", "Certificate", "Dictionary", "DirectionSource", "Directions", "Factor",
-           "Neighbours", "Problem", "Proposal", "Reconstruction", "Sampler", "Screened", "cuda_available", "prepare",
-           "reconstruct", "sample_directions", "verify"]
+           "Neighbours", "Problem", "Proposal", "Reconstruction", "Sampler", "Screened",
+           "cuda_available", "prepare", "reconstruct", "sample_directions", "verify"]

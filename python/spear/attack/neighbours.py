@@ -62,7 +62,8 @@ def neighbours(A: np.ndarray, thresh: np.ndarray, qa: np.ndarray, *, seed: int =
     """
     m, b = A.shape
     qa = np.asarray(qa, dtype=np.float64) / np.linalg.norm(qa)
-    Za = np.abs(A @ qa) <= thresh
+    Aq = A @ qa
+    Za = np.abs(Aq) <= thresh
     if b < 3 or Za.sum() < 2 * b:
         return np.empty((0, b))
     N = np.linalg.svd(qa[None, :])[2][1:].T                      # b x (b-1): qa's complement
@@ -71,17 +72,17 @@ def neighbours(A: np.ndarray, thresh: np.ndarray, qa: np.ndarray, *, seed: int =
                              num_starts=NEIGHBOUR_STARTS_PER_COLUMN * b,
                              adm_iters=NEIGHBOUR_ADM_ITERS, basis="plain", descend=False,
                              budget=budget)
-    out = [_restore(A, thresh, qa, N @ c, Za) for c in C]
+    out = [_restore(A, thresh, qa, Aq, N @ c, Za) for c in C]
     out = [q for q in out if abs(q @ qa) < DUPLICATE_COS]
     return np.array(out).reshape(-1, b)
 
 
-def _restore(A, thresh, qa, v, Za) -> np.ndarray:
-    """The direction v + alpha qa with the most zero rows, polished. On Z_a every alpha
-    gives the same values; each row outside Z_a where the neighbour vanishes pins alpha
-    (-A_k v / A_k qa), so the candidates are those rows' values (and 0)."""
+def _restore(A, thresh, qa, Aq, v, Za) -> np.ndarray:
+    """The direction v + alpha qa with the most zero rows, polished (Aq = A qa). On Z_a
+    every alpha gives the same values; each row outside Z_a where the neighbour vanishes
+    pins alpha (-A_k v / A_k qa), so the candidates are those rows' values (and 0)."""
     v = v / np.linalg.norm(v)
-    Av, Aq = A @ v, A @ qa
+    Av = A @ v
     out = np.flatnonzero(~Za)
     rows = out[np.argsort(-np.abs(Aq[out]))[:RESTORE_ROWS]]
     alphas = np.concatenate([[0.0], -Av[rows] / Aq[rows]])
@@ -116,8 +117,7 @@ class Neighbours:
         self.exhausted = len(known) == 0
         if self.exhausted:
             return Proposal(empty)
-        P = problem.to_search(np.asarray(known, dtype=np.float64))
-        P = P / np.linalg.norm(P, axis=1, keepdims=True)
+        P = problem.to_search(np.asarray(known, dtype=np.float64))      # unit rows
         index = [self._index(p) for p in P]
         count = np.array([self.times[i] for i in index])
         todo = np.flatnonzero(count < self.tries)
