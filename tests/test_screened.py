@@ -79,3 +79,62 @@ def test_auto_chooses_by_batch_size():
     assert isinstance(small[0], Dictionary) and isinstance(small[-1], Sampler)
     assert [type(s) for s in large] == [Screened]        # the sampler is hopeless there
     assert isinstance(sources_for("auto")[0], Dictionary)     # b unknown: the small-batch choice
+
+
+def test_a_steered_round_finds_the_few_missing_columns_at_once(case):
+    """With all but 3 columns known, one steered round proposes all 3 (the constrained
+    deflation, CONSTRAINED_MAX_MISSING); the known ones are not proposed again."""
+    g, p, Qtrue = case
+    missing = [5, 17, 40]
+    known = np.delete(Qtrue, missing, axis=0)
+    q = Screened(rounds=1).propose(p, known, Budget(), seed=1).q
+    hit = np.abs(q @ Qtrue.T) > EXACT_COS
+    assert set(np.flatnonzero(hit.any(axis=0))) >= set(missing)
+    assert not hit[:, np.setdiff1d(np.arange(p.b), missing)].any()
+
+
+def test_screened_rounds_use_the_fast_recipe():
+    opts = Screened().round_options(256, 0)
+    assert opts["adm_dtype"] == np.float32 and opts["refine"] == "trimmed"
+    assert [lam for _, lam in opts["adm_schedule"]] == [2.0, 1.0, 0.5, 0.25]
+    assert all(steps >= 50 for steps, _ in opts["adm_schedule"])
+    steered = Screened().round_options(256, 230)
+    assert steered["num_starts"] == 2 * 256 and steered["adm_schedule"][-1][1] == 0.1
+
+
+def test_adm_keeps_float32_and_matches_float64():
+    """float32 ADM stays float32 (a numpy float64 threshold used to promote it) and lands
+    where float64 does."""
+    from spear.attack.dictionary import adm
+
+    rng = np.random.default_rng(0)
+    U = np.linalg.qr(rng.standard_normal((300, 12)))[0]
+    P = U[:40].T / np.linalg.norm(U[:40].T, axis=0)
+    a = adm(np, U.astype(np.float32), P.astype(np.float32), 30, np.float64(0.5) / np.sqrt(300))
+    b = adm(np, U, P, 30, 0.5 / np.sqrt(300))
+    assert a.dtype == np.float32
+    assert np.abs(np.abs((a.astype(np.float64) * b).sum(axis=0)) - 1).max() < 1e-4
+
+
+def test_weighted_grams_and_trimmed_refine():
+    from spear.attack import dictionary as D
+
+    rng = np.random.default_rng(1)
+    m, b = 400, 10
+    dZ = rng.standard_normal((m, b)) * (rng.random((m, b)) < 0.5)   # half the entries zero
+    dZ = dZ[np.abs(dZ).sum(axis=1) > 0]                              # no dead rows
+    m = len(dZ)
+    L = dZ @ np.linalg.inv(rng.standard_normal((b, b)))
+    W = rng.random((m, 3))
+    G = D._weighted_grams(np, L, W)
+    assert np.allclose(G[2], L.T @ (W[:, 2:3] * L))
+    Ln = L / np.linalg.norm(L, axis=1, keepdims=True)
+    U, Ro = np.linalg.qr(Ln)
+    wh = D._Whitened(Ln=Ln, tr=np.full(m, 1e-10), U=U, Ro=Ro)
+    Qtrue = np.linalg.lstsq(L, dZ, rcond=None)[0]
+    P = Ro @ Qtrue[:, :4]
+    P = P / np.linalg.norm(P, axis=0) + 0.02 * rng.standard_normal((b, 4))   # near columns
+    R = D.trimmed_refine(np, wh, P / np.linalg.norm(P, axis=0))
+    T = Ro @ Qtrue[:, :4]
+    cos = np.abs((R / np.linalg.norm(R, axis=0)).T @ (T / np.linalg.norm(T, axis=0)))
+    assert np.diag(cos).min() > 1 - 1e-9                 # exact, not merely closer

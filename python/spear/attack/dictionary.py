@@ -76,6 +76,26 @@ BASES = ("unit", "plain")
 #: 1000, 0.1 to 3 epochs). Unit rows first at init: all-positive b = 8, width 200 takes 0
 #: samples instead of 16k; plain first when trained: b = 50, 46 columns in 300 s instead of 25.
 PLAIN_FIRST_SPREAD = 300.0
+#: Constrained IRLS (deflation): delta shrinks by this factor per step, for this many
+#: steps. Halving over 15 steps sent most starts to a mixture: b = 128, m = 2000, the 124
+#: true columns known, 64 starts: 5 reached one of the 4 missing columns (2 of the 4
+#: columns reached); at 0.7 over 20 steps 18 did (all 4), at 0.8 over 35 steps 24. But
+#: 20 steps end at delta = 2e-5, too coarse to round a column with a non-zero entry at
+#: 4e-6 (a second batch's last 2 columns: found at 0.5 x 15, missed at 0.7 x 20); 30 steps
+#: end at 5e-7: one steered round found all the missing columns of both batches.
+CONSTRAINED_DECAY, CONSTRAINED_STEPS = 0.7, 30
+#: Steered rounds: the share of ADM starts taken from the rows most aligned with what the
+#: known directions leave open (the rest are random rows; screened rounds use 1).
+ALIGNED_START_FRACTION = 0.5
+#: ...and it pays only when few columns are missing: the same batch with 15 missing (what a
+#: first round left), 120 starts: none reached a missing column (11 s), where the steered
+#: round's ADM stage found 4 in 3.3 s; with 4 missing 18 of 64 starts did. A random
+#: constraint weighs every missing column alike, and with many the minimiser is a mixture.
+CONSTRAINED_MAX_MISSING = 8
+#: trimmed_refine: rows kept and rounds. First screened round, b = 128 (m = 2000) / 256
+#: (m = 4000), the sparsest b ADM results: 123 / 227 true columns in 3.2 / 26 s (rounding
+#: included), 12 IRLS steps 123 / 226 in 5.2 / 44 s; 3 rounds: 121 at b = 128.
+TRIM_FRACTION, TRIM_ROUNDS = 0.3, 5
 
 
 def trained_spectrum(spectrum, b: int) -> bool:
@@ -107,7 +127,10 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
                          budget: Budget | None = None, adm_iters: int = 100,
                          irls_iters: int = 12, descend: bool = True, adm_lam: float | None = None,
                          max_refine: int | None = None, basis: str = "unit",
-                         unit_norms=None) -> np.ndarray:
+                         unit_norms=None, adm_dtype=np.float64,
+                         max_constrained: int | None = None,
+                         adm_schedule: tuple | None = None, refine: str = "irls",
+                         aligned_share: float = ALIGNED_START_FRACTION) -> np.ndarray:
     """Sparse directions of L by batched sparsity minimisation from many starts.
 
     L: (m, b) float64 factor with all-zero rows already removed (numpy, or CuPy when xp is
@@ -130,6 +153,16 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
        their lengths (see :data:`BASES`). Zero tests read ``thresh`` either way.
     unit_norms: (m,) the row norms "unit" divides by instead of L's own (those of another
        factor of the same span: the source passes L's for M = L S^1/2 at random init).
+    adm_dtype: the ADM stage's precision (float32: three times the matmul rate; IRLS and
+       rounding stay in float64 and set the accuracy).
+    adm_schedule: ((steps, lam * sqrt(m)), ...) stages of ADM replacing the default
+       continuation (see screened.py).
+    aligned_share: steered rounds: the share of starts taken from the rows most aligned
+       with what the known directions leave open (the rest are random rows).
+    refine: how ADM results are brought close enough to round: "irls" (``irls_iters``
+       steps of IRLS) or "trimmed" (:func:`trimmed_refine`, cheaper, for screened rounds).
+    max_constrained: skip the constrained IRLS when the known directions leave more than
+       this many dimensions open (None: never skip; see CONSTRAINED_MAX_MISSING).
 
     Returns a numpy (c, b) array of unit vectors q (rows, in L's coordinates, i.e. L q
     sparse), made exact (null space of their zero rows) and filtered (at least
@@ -155,29 +188,40 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     if known is not None and len(known):
         known_q = xp.asarray(known, dtype=xp.float64).reshape(-1, b)
         known_q = known_q / xp.linalg.norm(known_q, axis=1, keepdims=True)
-    P, comp = _adm_stage(xp, wh, known_q, rng, num_starts, adm_iters, adm_lam, max_refine, budget)
-    if comp is not None:
-        # Deflation by constraint: sparse vectors outside the known ones, by l0-like IRLS
-        # under a linear constraint that every known direction violates (constrained_irls).
-        # Finds the last columns of zero-mean batches at once; all-positive batches need
-        # the aligned starts of the ADM stage.
-        k = comp.shape[1]
-        nf = min(max(8 * k, 16), 4 * b)
-        F = comp @ xp.asarray(rng.standard_normal((k, nf)))             # L coordinates
-        Gc = xp.linalg.solve(Ro.T, F)                                  # g^T p = f^T q
-        P = xp.concatenate([constrained_irls(xp, U, Gc, irls_iters + 3, budget=budget), P],
-                           axis=1)
+    P, comp = _adm_stage(xp, wh, known_q, rng, num_starts, adm_iters, adm_lam, max_refine, budget,
+                         adm_dtype, adm_schedule, aligned_share)
+    if P.shape[1]:
+        P = irls(xp, U, P, irls_iters, budget=budget) if refine == "irls" else \
+            trimmed_refine(xp, wh, P, budget=budget)
+    if comp is not None and (max_constrained is None or comp.shape[1] <= max_constrained):
+        P = xp.concatenate([_constrained_stage(xp, wh, comp, rng, budget), P], axis=1)
     if P.shape[1] == 0:
         return np.empty((0, b))
-    out = _exact_directions(xp, wh, irls(xp, U, P, irls_iters, budget=budget), min_zeros)
+    out = _exact_directions(xp, wh, P, min_zeros)
     if descend and len(out):
         out = descend_mixtures(xp, Ln, wh.tr, out, min_zeros, rng, budget=budget,
                                skip=None if known_q is None else _host(xp, known_q))
     return out
 
 
+def _constrained_stage(xp, wh: _Whitened, comp, rng, budget):
+    """Deflation by constraint: sparse vectors outside the known ones, by l0-like IRLS
+    under a linear constraint that every known direction violates (constrained_irls), from
+    8 random constraints per open dimension. Finds the last columns of zero-mean batches at
+    once; all-positive batches need the aligned starts of the ADM stage. Its results are
+    rounded as they are: a second, unconstrained IRLS from delta = 1/sqrt(m) again left
+    the last two columns of a b = 128 batch at 1e-6 on their zero rows beside a non-zero
+    row at 4e-6, too close to round (both were exact straight from the constraint)."""
+    b, k = comp.shape
+    nf = min(max(8 * k, 16), 4 * b)
+    F = comp @ xp.asarray(rng.standard_normal((k, nf)))             # L coordinates
+    Gc = xp.linalg.solve(wh.Ro.T, F)                               # g^T p = f^T q
+    return constrained_irls(xp, wh.U, Gc, CONSTRAINED_STEPS, budget=budget)
+
+
 def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, max_refine,
-               budget):
+               budget, adm_dtype=np.float64, adm_schedule=None,
+               aligned_share=ALIGNED_START_FRACTION):
     """Starts (random rows, plus rows aligned with what the known directions leave open),
     batched ADM with continuation, distinct results away from the known directions, the
     sparsest first. Returns (P: b x s starts for IRLS, comp: the complement or None)."""
@@ -193,21 +237,29 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
         # leave open (the complement is the dual of the missing columns: a row made
         # mostly of missing inputs lies close to it). Half the starts, the rest random.
         score = _host(xp, xp.linalg.norm(wh.Ln @ comp, axis=1))
-        aligned = np.argsort(-score)[: max(1, s // 2)]
+        aligned = np.argsort(-score)[: max(1, int(aligned_share * s))]
         rows = np.concatenate([aligned, rows[~np.isin(rows, aligned)][: s - len(aligned)]])
-    P = U[xp.asarray(rows)].T.copy()         # b x s
+    Ua = U.astype(adm_dtype)
+    P = Ua[xp.asarray(rows)].T.copy()        # b x s
     P /= xp.linalg.norm(P, axis=0, keepdims=True)
-    if adm_lam is None:
+    if adm_schedule is not None:
+        for steps, lam in adm_schedule:
+            P = adm(xp, Ua, P, steps, lam / np.sqrt(m), budget=budget)
+    elif adm_lam is None:
         # Continuation: lam = 0.5 converges fast but its bias moves some correlated
         # columns off their fixed points; lam = 0.25 puts them back. b = 100, m = 2000,
         # 800 starts: 89 columns attracted after 300 steps at 0.25, 95 after 100 + 100.
-        P = adm(xp, U, P, adm_iters, 0.5 / np.sqrt(m), budget=budget)
-    P = adm(xp, U, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m), budget=budget)
-    if comp is not None and adm_lam is None:
+        P = adm(xp, Ua, P, adm_iters, 0.5 / np.sqrt(m), budget=budget)
+    if adm_schedule is None:
+        P = adm(xp, Ua, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m),
+                budget=budget)
+    if comp is not None and adm_lam is None and adm_schedule is None:
         # Columns the first rounds missed are often not even fixed points at lam = 0.25
         # (the soft-threshold bias pulls them into a mixture with correlated neighbours);
         # at lam = 0.1 they are. Continue there (slower, so only for steered rounds).
-        P = adm(xp, U, P, adm_iters, 0.1 / np.sqrt(m), budget=budget)
+        P = adm(xp, Ua, P, adm_iters, 0.1 / np.sqrt(m), budget=budget)
+    P = P.astype(xp.float64)
+    P /= xp.linalg.norm(P, axis=0, keepdims=True)
     P = _distinct_columns(xp, P, MERGE_COS)
     if known_q is not None and P.shape[1]:
         Pk = Ro @ known_q.T
@@ -249,15 +301,22 @@ def adm(xp, U, P, iters: int, lam: float | None = None, budget: Budget | None = 
     X = soft_threshold(U P, lam), P = normalize(U^T X). lam = 0.25 / sqrt(m) (a unit vector
     spread over m rows has entries ~ 1/sqrt(m))."""
     m = U.shape[0]
-    lam = 0.25 / np.sqrt(m) if lam is None else lam
+    lam = float(0.25 / np.sqrt(m) if lam is None else lam)
     for it in range(iters):
         if it % 10 == 0 and expired(budget):
             break
+        # In place, in U's dtype (a numpy float64 lam would promote float32 arrays): the
+        # soft threshold took as long as the two products (b = 128, m = 2000).
         X = U @ P
-        X = xp.sign(X) * xp.maximum(xp.abs(X) - lam, 0.0)
-        Pn = U.T @ X
-        nrm = xp.linalg.norm(Pn, axis=0, keepdims=True)
-        P = xp.where(nrm > 0, Pn / xp.maximum(nrm, 1e-300), P)
+        Y = xp.abs(X)
+        Y -= lam
+        xp.maximum(Y, 0, out=Y)
+        xp.copysign(Y, X, out=Y)
+        Pn = U.T @ Y
+        nrm = xp.sqrt((Pn * Pn).sum(axis=0))
+        ok = nrm > 0
+        Pn /= xp.where(ok, nrm, 1)[None, :]
+        P = xp.where(ok[None, :], Pn, P)
     return P
 
 
@@ -282,8 +341,31 @@ def irls(xp, U, P, iters: int, delta0: float | None = None, decay: float = 0.5,
     return P
 
 
-def constrained_irls(xp, U, Gc, iters: int, power: float = 0.0, decay: float = 0.5,
-                     budget: Budget | None = None):
+def trimmed_refine(xp, wh: _Whitened, P, frac: float | None = None, rounds: int | None = None,
+                   budget: Budget | None = None):
+    """Refine converged ADM results (b x s, U coordinates) by trimmed least squares: the
+    null vector of the ``frac`` smallest rows of |Ln q|, ``rounds`` times. A converged
+    result's smallest 30% of rows are nearly all true zeros (a column has ~50%), so each
+    round is one Gram per start where IRLS needs 12."""
+    frac = TRIM_FRACTION if frac is None else frac
+    rounds = TRIM_ROUNDS if rounds is None else rounds
+    Ln, Ro = wh.Ln, wh.Ro
+    Q = xp.linalg.solve(Ro, P).T
+    Q /= xp.linalg.norm(Q, axis=1, keepdims=True)
+    for _ in range(rounds):
+        if expired(budget):
+            break
+        R = xp.abs(Ln @ Q.T)                                  # m x s
+        cut = xp.quantile(R, frac, axis=0)
+        Qn = _smallest_eigvecs(xp, Ln, (R <= cut[None, :]).astype(Ln.dtype), P0=Q.T, steps=2).T
+        Qn *= xp.sign((Qn * Q).sum(axis=1) + 1e-300)[:, None]
+        Q = Qn / xp.linalg.norm(Qn, axis=1, keepdims=True)
+    P = Ro @ Q.T
+    return P / xp.linalg.norm(P, axis=0, keepdims=True)
+
+
+def constrained_irls(xp, U, Gc, iters: int, power: float = 0.0, decay: float = CONSTRAINED_DECAY,
+                     floor: float = 1e-12, budget: Budget | None = None):
     """min ||U p||_(power) subject to g^T p = 1, one column g of Gc (b x c) each, by IRLS:
     p <- (U^T W U)^-1 g. With g orthogonal (in L's coordinates) to every known direction,
     no known column satisfies the constraint (it would need infinite scale), so the
@@ -299,7 +381,7 @@ def constrained_irls(xp, U, Gc, iters: int, power: float = 0.0, decay: float = 0
         G = _weighted_grams(xp, U, W)                         # c x b x b
         X = xp.linalg.solve(G, Gc.T[:, :, None])[:, :, 0]     # c x b
         P = X.T / xp.linalg.norm(X, axis=1)[None, :]
-        delta *= decay
+        delta = max(delta * decay, floor)
     return P
 
 
@@ -346,10 +428,12 @@ def polish_exact(xp, Ln, tr, Q, rounds: int = 2):
     b = Ln.shape[1]
     for q in Q:
         q = xp.asarray(q)
+        last = None
         for _ in range(rounds):
             zero = _zero_rows(xp, xp.abs(Ln @ q)[:, None], tr, b)[:, 0]
-            if int(zero.sum()) < b - 1:
-                break
+            if int(zero.sum()) < b - 1 or (last is not None and bool(xp.all(zero == last))):
+                break       # the same rows give the same null vector
+            last = zero
             v = xp.linalg.svd(Ln[zero], full_matrices=False)[2][-1]
             q = v if float(v @ q) >= 0 else -v
         out.append(q / xp.linalg.norm(q))
@@ -489,15 +573,19 @@ def _mixture_dim(xp, A, tol: float, max_dim: int):
     return d, Vt
 
 
-def _weighted_grams(xp, A, W, mem: int = 1 << 27):
-    """A^T diag(w) A for each column w of W (m x s): (s, b, b), in chunks so that the
-    (chunk, b, m) intermediate stays within ``mem`` bytes."""
+def _weighted_grams(xp, A, W):
+    """A^T diag(w) A for each column w of W (m x s, w >= 0): (s, b, b), one product
+    (A sqrt(w))^T (A sqrt(w)) per column. A loop of plain matrix products: the broadcast
+    (s, b, m) product it replaced took 4x as long (b = 128, m = 2000, 64 columns: 0.64 s
+    against 0.15 s on one core)."""
     m, b = A.shape
     s = W.shape[1]
-    At = A.T
-    chunk = max(1, int(mem // (8 * b * m)))
-    return xp.concatenate([(At[None, :, :] * W[:, j:j + chunk].T[:, None, :]) @ A
-                           for j in range(0, s, chunk)], axis=0)
+    G = xp.empty((s, b, b), dtype=A.dtype)
+    Sw = xp.sqrt(W)
+    for j in range(s):
+        Aw = A * Sw[:, j:j + 1]
+        G[j] = Aw.T @ Aw
+    return G
 
 
 def _smallest_eigvecs(xp, A, W, P0=None, steps: int = 1):

@@ -149,10 +149,10 @@ class Dictionary:
     xp: object = field(default=np)     # the rounds run on the host (CuPy: issue 17/18)
 
     def propose(self, problem, known, budget: Budget, seed: int) -> Proposal:
-        from .dictionary import bases_for, dictionary_proposals
+        from .dictionary import dictionary_proposals
 
         if self.bases is None:
-            self.bases = bases_for(problem.spectrum, problem.b)
+            self.bases = self.default_bases(problem)
         tol = problem.tolerances
         # M = A * sigma: the zero rule |M_k p| <= K sigma_k for unit p, as in the pool.
         basis = self.bases[self.rounds % len(self.bases)]
@@ -168,6 +168,12 @@ class Dictionary:
         # Nothing else can find this batch: keep going while the budget lasts.
         self.endless = sampler_out_of_reach(problem, known)
         return Proposal(problem.to_factor(q) if len(q) else np.asarray(q))
+
+    @staticmethod
+    def default_bases(problem) -> tuple[str, ...]:
+        from .dictionary import bases_for
+
+        return bases_for(problem.spectrum, problem.b)
 
     @staticmethod
     def _unit_norms(problem):
