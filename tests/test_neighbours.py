@@ -95,7 +95,7 @@ def test_each_selected_direction_is_searched_twice_then_the_source_is_done():
     gW, gb, W, bias, X = _look_alike_batch(0, b=8, m=200, pairs=2)
     problem = spear.attack.problem.prepare(gW, gb, 8, weight=W, bias=bias)
     known = problem.to_factor(np.eye(8)[:3])
-    source, budget = Neighbours(), spear.attack.budget.Budget()
+    source, budget = Neighbours(lookalike_share=None), spear.attack.budget.Budget()
     for turn in range(2):
         source.propose(problem, known, budget, seed=0)
         assert not source.exhausted and source.times == [turn + 1] * 3
@@ -103,3 +103,33 @@ def test_each_selected_direction_is_searched_twice_then_the_source_is_done():
     assert source.exhausted
     source.propose(problem, problem.to_factor(np.eye(8)[:4]), budget, seed=0)   # a new one
     assert not source.exhausted and source.times == [2, 2, 2, 1]
+
+
+def test_searches_only_when_the_selection_holds_look_alikes():
+    """Gaussian inputs have no look-alike pair: no search (a b = 100 batch spent 124 of
+    181 s in them); a batch with look-alike pairs is searched."""
+    from spear.attack.neighbours import has_lookalikes
+
+    import torch
+
+    from gradients import first_layer_gradients
+
+    g = first_layer_gradients(24, width=400, n=784, dtype=torch.float32, seed=1)
+    p = spear.attack.problem.prepare(g.grad_weight, g.grad_bias, 24, weight=g.weight, bias=g.bias)
+    dZ = g.grad_weight.double().numpy() @ np.linalg.pinv(g.inputs)
+    Q = np.linalg.lstsq(p.L_live, dZ[p.live], rcond=None)[0].T
+    source = Neighbours()
+    assert not len(source.propose(p, Q / np.linalg.norm(Q, axis=1, keepdims=True),
+                                  spear.attack.budget.Budget(), seed=0).q)
+    assert source.exhausted and source.times == []
+    zero = np.zeros((100, 3), dtype=bool)
+    zero[:50, 0] = zero[5:52, 1] = zero[50:, 2] = True      # columns 0 and 1 share 45 of 47
+    assert has_lookalikes(zero) and not has_lookalikes(zero[:, [0, 2]])
+    gW, gb, W, bias, X = _look_alike_batch(0, b=8, m=200, pairs=2)
+    twin = spear.attack.problem.prepare(gW, gb, 8, weight=W, bias=bias)
+    dZt = np.asarray(gW, dtype=np.float64) @ np.linalg.pinv(np.asarray(X, dtype=np.float64))
+    Qt = np.linalg.lstsq(twin.L_live, dZt[twin.live], rcond=None)[0].T
+    source = Neighbours()
+    source.propose(twin, Qt / np.linalg.norm(Qt, axis=1, keepdims=True), spear.attack.budget.Budget(),
+                   seed=0)
+    assert sum(source.times) > 0

@@ -48,6 +48,13 @@ NEIGHBOUR_TRIES = 2
 #: 49 selected directions in one turn cost a random-init b = 50 batch 9.6 s that the
 #: dictionary's next round would have finished.
 NEIGHBOURS_PER_TURN, NEIGHBOURS_TIME_SHARE = 8, 0.5
+#: The search runs only when two selected directions share more than this fraction of
+#: the smaller one's zero rows (a look-alike pair among the inputs found, so likely more
+#: among those missing). Zero-row shares, max over pairs of true columns: trained MLPs and
+#: FCNNs on MNIST (6 batches, b = 20 and 50) 0.91-0.94, with 34-1046 pairs above 0.75;
+#: Gaussian inputs at random init (b = 50, 100, 128) 0.57-0.59, none above. Without the
+#: gate a b = 100 random-init batch spent 124 of 181 s in fruitless searches (~5 s each).
+LOOKALIKE_SHARE = 0.75
 #: Rows outside Z_a whose multiple of q_a is read in :func:`_restore` (the ones where q_a
 #: is largest, so each gives the multiple precisely).
 RESTORE_ROWS = 64
@@ -91,11 +98,24 @@ def _restore(A, thresh, qa, Aq, v, Za) -> np.ndarray:
     return polish(A, thresh, q / np.linalg.norm(q), rounds=3)
 
 
+def has_lookalikes(zero: np.ndarray, share: float = LOOKALIKE_SHARE) -> bool:
+    """Whether two columns of the zero pattern (rows x directions, bool) share more than
+    ``share`` of the smaller one's zero rows."""
+    if zero.shape[1] < 2:
+        return False
+    Zf = zero.astype(np.float64)
+    n = np.maximum(Zf.sum(axis=0), 1.0)
+    S = (Zf.T @ Zf) / np.minimum.outer(n, n)
+    np.fill_diagonal(S, 0.0)
+    return bool(S.max() > share)
+
+
 @dataclass
 class Neighbours:
     """:func:`neighbours` of each selected direction, ``tries`` times from other starts:
     a turn searches up to ``per_turn`` of those searched fewest times so far (within
-    ``time_share`` of the time left).
+    ``time_share`` of the time left), and only while the selection holds a look-alike
+    pair (:func:`has_lookalikes`).
     It follows the other sources (``follows``): ``exhausted`` says the last turn found
     every selected direction searched ``tries`` times, and the next selection may bring
     new ones."""
@@ -106,6 +126,7 @@ class Neighbours:
     time_share: float = NEIGHBOURS_TIME_SHARE
     tries: int = NEIGHBOUR_TRIES
     per_turn: int = NEIGHBOURS_PER_TURN
+    lookalike_share: float | None = LOOKALIKE_SHARE     # the gate (None: always search)
     searched: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # directions (rows)
     times: list = field(default_factory=list)                               # searches of each
 
@@ -118,6 +139,11 @@ class Neighbours:
         if self.exhausted:
             return Proposal(empty)
         P = problem.to_search(np.asarray(known, dtype=np.float64))      # unit rows
+        A, thresh = problem.search, problem.tolerances.thresh_pool
+        if self.lookalike_share is not None and not has_lookalikes(
+                np.abs(A @ P.T) <= thresh[:, None], self.lookalike_share):
+            self.exhausted = True
+            return Proposal(empty)
         index = [self._index(p) for p in P]
         count = np.array([self.times[i] for i in index])
         todo = np.flatnonzero(count < self.tries)
@@ -125,7 +151,6 @@ class Neighbours:
         if self.exhausted:
             return Proposal(empty)
         todo = todo[count[todo] == count[todo].min()][: self.per_turn]   # second tries last
-        A, thresh = problem.search, problem.tolerances.thresh_pool
         found, turn = [], budget.share(self.time_share)
         for i in todo:
             if turn.expired():
