@@ -388,11 +388,12 @@ def test_set_cpu_simd_rejects_unknown_names():
 
 @pytest.mark.parametrize("simd_path", _simd_paths(), indirect=True)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("b,m", [(20, 21), (20, 40), (9, 200)])
+@pytest.mark.parametrize("b,m", [(20, 21), (20, 40), (9, 200), (33, 36), (64, 400)])
 def test_row_draws_with_many_repeats_match_the_reference(simd_path, dtype, b, m):
     # The lock-step draw takes the first words of 8 samples at once and tests repeats
     # lane-wise; with m close to b-1 most samples repeat rows, and many need more words
-    # than were drawn up front (their own stream from the start). A tolerance that makes
+    # than were drawn up front (their own stream from the start). b = 33 and 64 test more
+    # 8-word chunks of the AVX-512 duplicate test (b = 64 draws 68 words, tests 64). A tolerance that makes
     # every row a zero accepts every sample, so each sample's rows show in its candidate.
     L = np.random.default_rng(b + m).standard_normal((m, b)).astype(dtype)
     tol, n, offset, seed = 10.0, 2000, 5, 9
