@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <immintrin.h>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -25,7 +27,8 @@
 #define INC "lockstep.inc"
 #endif
 
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw")
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx512cd")
+#define SPEAR_LOCKSTEP_AVX512 1
 namespace spear {
 constexpr int kLockstepMaxB = 64;
 namespace g {

@@ -388,11 +388,12 @@ def test_set_cpu_simd_rejects_unknown_names():
 
 @pytest.mark.parametrize("simd_path", _simd_paths(), indirect=True)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("b,m", [(20, 21), (20, 40), (9, 200)])
+@pytest.mark.parametrize("b,m", [(20, 21), (20, 40), (9, 200), (33, 36), (64, 400)])
 def test_row_draws_with_many_repeats_match_the_reference(simd_path, dtype, b, m):
     # The lock-step draw takes the first words of 8 samples at once and tests repeats
     # lane-wise; with m close to b-1 most samples repeat rows, and many need more words
-    # than were drawn up front (their own stream from the start). A tolerance that makes
+    # than were drawn up front (their own stream from the start). b = 33 and 64 test more
+    # 8-word chunks of the AVX-512 duplicate test (b = 64 draws 68 words, tests 64). A tolerance that makes
     # every row a zero accepts every sample, so each sample's rows show in its candidate.
     L = np.random.default_rng(b + m).standard_normal((m, b)).astype(dtype)
     tol, n, offset, seed = 10.0, 2000, 5, 9
@@ -401,6 +402,27 @@ def test_row_draws_with_many_repeats_match_the_reference(simd_path, dtype, b, m)
     q, zeros, index = reference.sample_directions_reference(
         L, row_thresholds(L, tol), np.arange(offset, offset + n), seed=seed, min_zeros=m)
     assert len(index) > n // 2
+    np.testing.assert_array_equal(got.index, index)
+    np.testing.assert_array_equal(got.zeros, zeros)
+    np.testing.assert_array_equal(got.q, q)
+
+
+@pytest.mark.parametrize("simd_path", _simd_paths(), indirect=True)
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 1e-4)])
+@pytest.mark.parametrize("b", [9, 20, 33])
+def test_pivot_ties_match_the_reference(simd_path, dtype, tol, b):
+    # Entries in {-2, .., 2}: pivot columns hold many equal |values|, where partial pivoting
+    # takes the first row with the largest one (the lock-step search scans segments of the
+    # column side by side and merges them in row order). min_zeros = b-1 and no probe accept
+    # every sample whose pivots do not vanish, so each candidate is compared bit for bit.
+    L = np.random.default_rng(b).integers(-2, 3, (3 * b, b)).astype(dtype)
+    L = L[np.abs(L).sum(axis=1) > 0]
+    n, seed = 3000, 4
+    got = spear.sample_directions(L, n, seed=seed, tol=tol, min_zeros=b - 1, probe=0,
+                                  num_threads=2)
+    q, zeros, index = reference.sample_directions_reference(
+        L, row_thresholds(L, tol), np.arange(n), seed=seed, min_zeros=b - 1)
+    assert len(index) > n // 4
     np.testing.assert_array_equal(got.index, index)
     np.testing.assert_array_equal(got.zeros, zeros)
     np.testing.assert_array_equal(got.q, q)

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <immintrin.h>
 #include <limits>
 #include <numeric>
 #include <stdexcept>
@@ -32,7 +33,8 @@ constexpr int W = 16;
 #include "lockstep.inc"
 }  // namespace generic_f32
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw")
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx512cd")
+#define SPEAR_LOCKSTEP_AVX512 1  // lockstep.inc's AVX-512 intrinsics (vpconflictd in the draw)
 namespace avx512_f64 {
 using T = double;
 constexpr int W = 8;
@@ -43,6 +45,7 @@ using T = float;
 constexpr int W = 16;
 #include "lockstep.inc"
 }  // namespace avx512_f32
+#undef SPEAR_LOCKSTEP_AVX512
 #pragma GCC pop_options
 
 int max_threads() {
@@ -61,7 +64,8 @@ constexpr int kBitmapMaxRows = 1 << 20;
 bool cpu_has_avx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512cd");
 }
 
 // Without AVX-512 the scalar path: the portable-vector build of the lock-step code is
@@ -207,7 +211,7 @@ SampleResult<T> sample(const T* L, const T* thresh, const SamplerParams& params,
     // Bitmap of drawn rows for the duplicate test (m bits; above kBitmapMaxRows the scan).
     std::vector<uint64_t> seen(params.m <= kBitmapMaxRows ? (params.m + 63) / 64 : 0);
     // Candidate rows of the row draws, made for W samples at once (4 per Philox block).
-    std::vector<int32_t> cand(static_cast<size_t>(W) * 4 * ((k + 3) / 4 + 1));
+    std::vector<int32_t> cand(static_cast<size_t>(W) * generic_f64::cand_words(k));
     auto keep = [&](int zl, const T* q, uint64_t s) {
       ++mine.total;
       if (static_cast<int64_t>(mine.index.size()) >= max_candidates) return;
