@@ -242,22 +242,10 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
     Ua = U.astype(adm_dtype)
     P = Ua[xp.asarray(rows)].T.copy()        # b x s
     P /= xp.linalg.norm(P, axis=0, keepdims=True)
-    if adm_schedule is not None:
-        for steps, lam in adm_schedule:
-            P = adm(xp, Ua, P, steps, lam / np.sqrt(m), budget=budget)
-    elif adm_lam is None:
-        # Continuation: lam = 0.5 converges fast but its bias moves some correlated
-        # columns off their fixed points; lam = 0.25 puts them back. b = 100, m = 2000,
-        # 800 starts: 89 columns attracted after 300 steps at 0.25, 95 after 100 + 100.
-        P = adm(xp, Ua, P, adm_iters, 0.5 / np.sqrt(m), budget=budget)
     if adm_schedule is None:
-        P = adm(xp, Ua, P, adm_iters, None if adm_lam is None else adm_lam / np.sqrt(m),
-                budget=budget)
-    if comp is not None and adm_lam is None and adm_schedule is None:
-        # Columns the first rounds missed are often not even fixed points at lam = 0.25
-        # (the soft-threshold bias pulls them into a mixture with correlated neighbours);
-        # at lam = 0.1 they are. Continue there (slower, so only for steered rounds).
-        P = adm(xp, Ua, P, adm_iters, 0.1 / np.sqrt(m), budget=budget)
+        adm_schedule = _default_stages(adm_iters, adm_lam, steered=comp is not None)
+    for steps, lam in adm_schedule:
+        P = adm(xp, Ua, P, steps, lam / np.sqrt(m), budget=budget)
     P = P.astype(xp.float64)
     P /= xp.linalg.norm(P, axis=0, keepdims=True)
     P = _distinct_columns(xp, P, MERGE_COS)
@@ -273,6 +261,20 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
         l1 = _host(xp, xp.abs(U @ P).sum(axis=0))
         P = P[:, xp.asarray(np.argsort(l1)[:cap])]
     return P, comp
+
+
+def _default_stages(iters: int, lam: float | None, steered: bool) -> list:
+    """ADM stages ((steps, lam * sqrt(m)), ...) when no schedule is given: ``lam`` alone if
+    set, else a continuation.
+
+    lam = 0.5 converges fast but its bias moves some correlated columns off their fixed
+    points; lam = 0.25 puts them back (b = 100, m = 2000, 800 starts: 89 columns attracted
+    after 300 steps at 0.25, 95 after 100 + 100). Columns the first rounds missed are often
+    not even fixed points at 0.25 (the soft-threshold bias pulls them into a mixture with
+    correlated neighbours); at 0.1 they are, so steered rounds continue there (slower)."""
+    if lam is not None:
+        return [(iters, lam)]
+    return [(iters, 0.5), (iters, 0.25)] + ([(iters, 0.1)] if steered else [])
 
 
 def _exact_directions(xp, wh: _Whitened, P, min_zeros: int) -> np.ndarray:
