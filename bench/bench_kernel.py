@@ -144,7 +144,7 @@ def run(configs, repeats, with_torch, target_seconds):
             t, _ = median_time(lambda: spear.sample_directions(Ld, n), repeats, sync=sync)
             if torch_cuda:
                 extra["ratio_vs_baseline"] = (n / t) / gbase["samples_per_s"]
-            rec("cuda", n, t, **extra)
+            rec("cuda", n, t, kernel=spear._core.cuda_kernel_info(dtype, b, L.shape[0]), **extra)
     return records
 
 

@@ -41,7 +41,7 @@ QUICK = [(20, 400), (32, 1000), (50, 2000), (100, 2000)]
 RECOVERED = {"float32": 1e-3, "float64": 1e-6}
 
 
-def run_config(b, m, kind, dtype, batches, time_limit, method, seed0=0):
+def run_config(b, m, kind, dtype, batches, time_limit, method, seed0=0, device="cpu"):
     rows = []
     for i in range(batches):
         seed = seed0 + 1000 * i + b
@@ -49,7 +49,7 @@ def run_config(b, m, kind, dtype, batches, time_limit, method, seed0=0):
                                   dtype=getattr(torch, dtype), seed=seed)
         t0 = time.perf_counter()
         rec = spear.reconstruct(g.grad_weight, g.grad_bias, b, weight=g.weight, bias=g.bias,
-                                time_limit=time_limit, device="cpu", method=method, seed=seed)
+                                time_limit=time_limit, device=device, method=method, seed=seed)
         secs = time.perf_counter() - t0
         frac = 0.0
         if rec.inputs is not None:
@@ -58,12 +58,13 @@ def run_config(b, m, kind, dtype, batches, time_limit, method, seed0=0):
         rows.append({"recovered_fraction": frac, "certified": bool(rec.certified),
                      "complete": bool(rec.certified and frac == 1.0), "seconds": secs,
                      "directions_found": st.get("directions_found"),
-                     "rounds": st.get("dictionary_rounds"), "samples": st.get("samples")})
+                     "rounds": st.get("dictionary_rounds"), "samples": st.get("samples"),
+                     "backend": st.get("backend")})
         print(f"  {method:>10} {kind:>9} {dtype} b={b:<3} m={m:<4} batch {i}: recovered {frac:.2f} "
               f"certified {bool(rec.certified)} {secs:.1f}s directions {st.get('directions_found')}/{b}",
               flush=True)
     return {"method": method, "kind": kind, "dtype": dtype, "b": b, "m": m, "batches": batches,
-            "time_limit": time_limit, "skipped": False,
+            "time_limit": time_limit, "skipped": False, "device": device,
             "complete_fraction": sum(r["complete"] for r in rows) / len(rows),
             "certified_fraction": sum(r["certified"] for r in rows) / len(rows),
             "recovered_fraction": float(np.mean([r["recovered_fraction"] for r in rows])),
@@ -136,6 +137,8 @@ def main():
     p.add_argument("--methods", default="auto,sample", help=f"any of {', '.join(METHODS)}")
     p.add_argument("--batches", type=int, default=None, help="batches per configuration")
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per batch")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the attack runs (cuda: kernel and dictionary rounds on the GPU)")
     p.add_argument("--no-skip", action="store_true", help="run larger b after a failure too")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG path prefix (default: next to --json)")
@@ -159,7 +162,7 @@ def main():
                     if not a.no_skip and m in failed_at and b > failed_at[m]:
                         records.append(skipped_config(b, m, kind, dtype, method, a.time_limit))
                         continue
-                    r = run_config(b, m, kind, dtype, batches, a.time_limit, method)
+                    r = run_config(b, m, kind, dtype, batches, a.time_limit, method, device=a.device)
                     records.append(r)
                     if r["complete_fraction"] == 0:
                         failed_at.setdefault(m, b)

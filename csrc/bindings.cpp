@@ -241,13 +241,14 @@ void sample_cuda(const py::object& L_obj, const py::object& thresh_obj, uint64_t
                                capacity, stream);
 }
 
-py::dict kernel_info(const std::string& dtype, int b) {
+py::dict kernel_info(const std::string& dtype, int b, int m) {
   if (dtype != "float32" && dtype != "float64") throw py::type_error("dtype: float32 or float64");
-  const auto k = spear::cuda::kernel_info(dtype == "float64", b);
+  const auto k = spear::cuda::kernel_info(dtype == "float64", b, m);
   py::dict d;
   d["bmax"] = k.bmax;
   d["registers"] = k.registers;
   d["local_bytes"] = k.local_bytes;
+  d["shared_bytes"] = k.shared_bytes;
   d["threads_per_block"] = k.threads_per_block;
   d["blocks_per_sm"] = k.blocks_per_sm;
   d["sms"] = k.sms;
@@ -301,8 +302,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_runtime_version", &spear::cuda::runtime_version);
   m.def("cuda_driver_version", &spear::cuda::driver_version);
   m.def("cuda_device_name", &spear::cuda::device_name, py::arg("device") = 0);
-  m.def("cuda_kernel_info", &kernel_info, py::arg("dtype"), py::arg("b"),
-        "Registers, local memory and resident blocks per SM of the kernel for (dtype, b).");
+  m.def("cuda_kernel_info", &kernel_info, py::arg("dtype"), py::arg("b"), py::arg("m") = 0,
+        "Registers, local / shared memory and resident blocks per SM of the pass-1 kernel "
+        "for (dtype, b) and an L of m rows.");
   m.def("sample_cuda", &sample_cuda, py::arg("L"), py::arg("thresh"), py::arg("seed"),
         py::arg("offset"), py::arg("num_samples"), py::arg("min_zeros"), py::arg("probe"),
         py::arg("probe_min"), py::arg("out_q"), py::arg("out_zeros"), py::arg("out_index"),

@@ -226,3 +226,19 @@ def test_an_input_rounding_leaves_imprecise_is_not_called_certified():
     cert = Certificate(certified=True, violations=0, per_column=np.zeros(3, dtype=int),
                        checked_fraction=1.0, input_errors=np.array([1e-8, 2e-2, 5e-4]))
     assert _input_status("certified", cert, 3) == ["certified", "consistent", "certified"]
+
+
+def test_a_cuda_backend_takes_host_arrays_back_as_they_are():
+    """On a GPU the sampler returns numpy arrays for the host-side search factor; the
+    H100 run (2026-11-24) crashed in ``to_numpy`` calling ``.get()`` on one."""
+    from spear.attack.backend import Backend
+
+    class Device:                       # what CuPy arrays offer: a .get() to the host
+        def get(self):
+            return np.arange(3.0)
+
+    be = Backend("cuda", np)
+    a = np.ones((2, 3))
+    assert be.to_numpy(a) is a
+    assert np.array_equal(be.to_numpy(Device()), np.arange(3.0))
+    assert np.array_equal(be.to_numpy([1.0, 2.0]), [1.0, 2.0])

@@ -143,3 +143,67 @@ def test_gpu_reconstruction_matches_cpu(b, positive):
     gpu2 = spear.reconstruct(cp.asarray(g.grad_weight.numpy()), cp.asarray(g.grad_bias.numpy()),
                              **kw)
     assert gpu2.certified
+
+
+def _true_columns(g, p):
+    dZ = g.grad_weight.double().numpy() @ np.linalg.pinv(g.inputs)
+    Q = np.linalg.lstsq(p.L_live, dZ[p.live], rcond=None)[0]
+    return (Q / np.linalg.norm(Q, axis=0)).T
+
+
+@pytest.mark.parametrize("source", ["screened", "dictionary"])
+def test_gpu_dictionary_rounds_on_cupy_match_numpy(source):
+    """The same round on CuPy (the problem on the GPU) and on numpy: exact true columns,
+    as many on both (the arithmetic differs in rounding, so the sets are compared, not
+    the bits)."""
+    from spear.attack import prepare
+    from spear.attack.budget import Budget
+    from spear.attack.screened import Screened
+    from spear.attack.sources import Dictionary
+
+    b, m = 48, 1000
+    g = first_layer_gradients(b, width=m, n=784, dtype=torch.float32, seed=4)
+    cls = Screened if source == "screened" else Dictionary
+    found = {}
+    for device in ("cpu", "cuda"):
+        p = prepare(g.grad_weight, g.grad_bias, b, weight=g.weight, bias=g.bias, device=device)
+        assert p.backend.name == device
+        q = cls().propose(p, np.empty((0, b)), Budget(), seed=0).q
+        assert isinstance(q, np.ndarray)                    # proposals come back on the host
+        true = np.abs(q @ _true_columns(g, p).T).max(axis=1) > 1 - 1e-6
+        assert true.mean() >= 0.9
+        found[device] = int(true.sum())
+    assert found["cuda"] >= 0.75 * b
+    assert abs(found["cuda"] - found["cpu"]) <= max(2, b // 10)
+
+
+def test_gpu_large_batch_reconstruction_runs_the_dictionary_on_cupy():
+    g = first_layer_gradients(64, width=1000, n=784, dtype=torch.float32, seed=7)
+    rec = spear.reconstruct(g.grad_weight, g.grad_bias, 64, weight=g.weight, bias=g.bias,
+                            device="cuda", time_limit=120)
+    assert rec.stats["backend"] == "cuda" and rec.certified
+    assert matched_relative_errors(rec.inputs, g.inputs).max() < 1e-3
+
+
+@pytest.mark.parametrize("dtype,b", [("float32", 20), ("float64", 12), ("float32", 10)])
+def test_gpu_shared_and_local_scratch_give_the_same_samples(monkeypatch, dtype, b):
+    """Pass 1 keeps its scratch in shared memory where it pays (b > 8, scratch and L fit
+    an SM's L1: fp32 b <= 20, fp64 b <= 14 at m = 200 on an H100) and in local memory
+    otherwise: the same code on other memory, so the same bits."""
+    import cupy as cp
+
+    from spear import _core
+
+    m = 10 * b
+    L, _ = planted(m, b, 0.6, seed=b)
+    L = cp.asarray(L.astype(dtype))
+    shared = spear.sample_directions(L, 300_000, seed=2)
+    assert _core.cuda_kernel_info(dtype, b, L.shape[0])["shared_bytes"] > 0
+    assert _core.cuda_kernel_info(dtype, 8, 100)["shared_bytes"] == 0       # small b: local
+    assert _core.cuda_kernel_info(dtype, b, 20_000)["shared_bytes"] == 0    # L crowds out L1
+    monkeypatch.setenv("SPEAR_CUDA_SCRATCH", "local")
+    assert _core.cuda_kernel_info(dtype, b, L.shape[0])["shared_bytes"] == 0
+    local = spear.sample_directions(L, 300_000, seed=2)
+    assert shared.accepted_total == local.accepted_total > 0
+    assert np.array_equal(cp.asnumpy(shared.index), cp.asnumpy(local.index))
+    assert np.array_equal(cp.asnumpy(shared.q), cp.asnumpy(local.q))

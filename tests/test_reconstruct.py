@@ -167,6 +167,38 @@ def test_certificate_accepts_truth_and_rejects_tampering(dtype):
     assert not v.certified
 
 
+def test_rounding_inside_the_inputs_span_is_not_a_violation(monkeypatch):
+    """The client's float32 rounding of gW correlates with its inputs, so its part inside
+    their span outgrows the isotropic noise model (ImageNet 720 px: 48-77 sigmas, and the
+    true batch failed the exact check). Plant in-span errors of 0.05 of the rounding level
+    eps ||gW_k|| ||X^+_i|| at the zeros of dZ (past the 25 sigmas of the old rule at this
+    n): the true inputs are certified, a mixed set still is not."""
+    from spear.attack import certify
+
+    rng = np.random.default_rng(7)
+    b, n, m = 4, 40_000, 50
+    X = rng.standard_normal((b, n)).astype(np.float32).astype(np.float64)
+    W = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
+    bias = (0.1 * rng.standard_normal(m)).astype(np.float32)
+    Z = W.astype(np.float64) @ X.T + bias[:, None]
+    dZ = rng.standard_normal((m, b)) * (Z > 0)
+    gW = dZ @ X
+    level = (np.finfo(np.float32).eps * np.linalg.norm(gW, axis=1)[:, None]
+             * np.linalg.norm(np.linalg.pinv(X), axis=0)[None, :])
+    D = 0.05 * level * rng.choice([-1.0, 1.0], size=(m, b)) * (dZ == 0)
+    gW = ((dZ + D) @ X).astype(np.float32)
+    gb = (dZ + D).sum(axis=1).astype(np.float32)
+    layer = (gW, gb, W, bias)
+    v = spear.verify(*layer, X)
+    assert v.certified and v.violations == 0
+    mixed = np.eye(b)
+    mixed[1, 2] = 0.5
+    assert not spear.verify(*layer, mixed @ X).certified
+    monkeypatch.setattr(certify, "CERT_ROUNDING", 0.0)      # the isotropic model alone
+    v = spear.verify(*layer, X)
+    assert not v.certified and v.violations > 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("b", [1, 3, 9, 17])
 def test_batch_size_inference(b, dtype):

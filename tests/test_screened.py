@@ -138,3 +138,32 @@ def test_weighted_grams_and_trimmed_refine():
     T = Ro @ Qtrue[:, :4]
     cos = np.abs((R / np.linalg.norm(R, axis=0)).T @ (T / np.linalg.norm(T, axis=0)))
     assert np.diag(cos).min() > 1 - 1e-9                 # exact, not merely closer
+
+
+def test_adm_starts_are_cut_to_the_time_left():
+    """ADM_TIME_SHARE of the time left, timed on a probe: b = 512, m = 8000 on one core
+    would otherwise spend the whole round in ADM and propose nothing."""
+    from spear.attack import dictionary as d
+
+    class Clock:
+        """The probe's 256 starts x 3 steps take 0.768 s: 1 ms per start and step."""
+        def __init__(self):
+            self.t = [0.0, 0.768]
+
+        def __call__(self):
+            return self.t.pop(0)
+
+    class Tight:
+        clock = Clock()
+
+        def remaining(self):
+            return 100.0
+
+    rng = np.random.default_rng(0)
+    U = np.linalg.qr(rng.standard_normal((300, 20)))[0].astype(np.float32)
+    P = rng.standard_normal((20, 2000)).astype(np.float32)
+    # 100 steps at 1 ms per start: 0.1 s a start, half of 100 s -> 500 starts.
+    got = d._fit_starts(np, U, P, 100, Tight())
+    assert got.shape == (20, 500) and np.array_equal(got, P[:, :500])
+    assert d._fit_starts(np, U, P, 100, None) is P                 # no deadline: all
+    assert d._fit_starts(np, U, P[:, :400], 100, Tight()) .shape[1] == 400   # probe ~ the work

@@ -40,6 +40,52 @@ __global__ void __launch_bounds__(kTile)
   }
 }
 
+// Pass 1 with the scratch in shared memory instead of local memory. The H100 profile of
+// the local-memory kernel (ncu, b = 20, m = 200, fp32, 2026-11-24) showed 83% of warp
+// cycles stalled on L1TEX: 1,536 threads x 4.3 KB of stack per SM cannot stay in a 256 KB
+// L1, so the elimination's every access went to L2 or DRAM. Here each thread's A, q and
+// rows live in one block-wide shared buffer, each array interleaved with an odd stride
+// (no bank conflicts across a warp); the per-sample math is the same code, so the bits
+// are. Used where kTile threads' scratch fits the device's shared memory (fp32 b <= 20,
+// fp64 b <= 14 on an H100); SPEAR_CUDA_SCRATCH=local forces the other kernel.
+struct SharedLayout {
+  int a_stride = 0, q_stride = 0, rows_stride = 0;  // elements per thread, each odd
+  size_t bytes = 0;                                   // whole block
+};
+
+inline int odd(int n) { return n | 1; }
+
+template <typename T>
+SharedLayout shared_layout(int b) {
+  SharedLayout s;
+  s.a_stride = odd((b - 1) * b > 0 ? (b - 1) * b : 1);
+  s.q_stride = odd(b);
+  s.rows_stride = odd(b);
+  s.bytes = static_cast<size_t>(kTile) *
+            ((s.a_stride + s.q_stride) * sizeof(T) + s.rows_stride * sizeof(int));
+  return s;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kTile)
+    evaluate_kernel_shared(const T* __restrict__ L, const T* __restrict__ thresh,
+                           SamplerParams params, SharedLayout layout, uint64_t first,
+                           int64_t chunk_size, int64_t num_tiles, int32_t* __restrict__ zbuf,
+                           int32_t* __restrict__ tile_count) {
+  extern __shared__ __align__(16) unsigned char scratch[];
+  T* A = reinterpret_cast<T*>(scratch) + threadIdx.x * layout.a_stride;
+  T* q = reinterpret_cast<T*>(scratch) + kTile * layout.a_stride + threadIdx.x * layout.q_stride;
+  int* rows = reinterpret_cast<int*>(reinterpret_cast<T*>(scratch) +
+                                     kTile * (layout.a_stride + layout.q_stride)) +
+              threadIdx.x * layout.rows_stride;
+  for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x) {  // block-uniform
+    const int32_t z = compaction::evaluate_lane(L, thresh, params, first, chunk_size, tile,
+                                                static_cast<int>(threadIdx.x), zbuf, A, rows, q);
+    const int n = __syncthreads_count(z >= 0);
+    if (threadIdx.x == 0) tile_count[tile] = n;
+  }
+}
+
 // Pass 2: one block of kScanThreads.
 __global__ void __launch_bounds__(kScanThreads)
     scan_kernel(const int32_t* __restrict__ tile_count, int64_t num_tiles,
@@ -78,12 +124,44 @@ __global__ void __launch_bounds__(kTile)
 // (double) registers per thread only 1,584 / 1,188 of the 2,112 blocks the old fixed
 // 16 blocks/SM launched were resident on an H100, leaving a second partial wave.
 template <typename Kernel>
-int resident_blocks(Kernel kernel, int threads) {
+int resident_blocks(Kernel kernel, int threads, size_t shared_bytes = 0) {
   int device = 0, sms = 0, per_sm = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "SM count");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0), "occupancy");
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, shared_bytes),
+        "occupancy");
   return (per_sm > 0 ? per_sm : 1) * sms;
+}
+
+// L1 and shared memory are one array per SM: on Hopper 256 KB, of which at most 228 KB
+// can be shared; this is the part that always stays L1.
+constexpr size_t kL1Reserve = 28 * 1024;
+
+// The shared-memory layout for (b, m) when pass 1 should use it (else bytes = 0), with the
+// kernel's dynamic shared-memory limit raised to it. Measured on an H100 (2026-11-24,
+// bench/gpu_scratch_ab.py, same run, identical results):
+//   fp32 b = 20, m = 200: 1.05e8 samples/s shared, 3.6e7 local (x2.9); fp64 b = 12: x1.8;
+//   fp32 b = 8: x0.85, the BMAX = 8 kernel's 336 B of local scratch is cheap: stay local;
+//   fp32 b = 20, m = 2000: x0.35, L (160 KB) no longer fits the L1 the scratch leaves.
+// So: shared for b > 8 when the scratch and L (with its thresholds) fit one SM's L1.
+template <typename T>
+SharedLayout shared_scratch(int b, int m) {
+  SharedLayout s = shared_layout<T>(b);
+  const char* env = std::getenv("SPEAR_CUDA_SCRATCH");
+  int device = 0, optin = 0, per_sm = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+        "shared memory per block");
+  check(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
+        "shared memory per SM");
+  const size_t l_bytes = static_cast<size_t>(m) * (b + 1) * sizeof(T);
+  if ((env && std::string(env) == "local") || b <= 8 || s.bytes > static_cast<size_t>(optin) ||
+      s.bytes + l_bytes > static_cast<size_t>(per_sm) + kL1Reserve)
+    return {};
+  check(cudaFuncSetAttribute(evaluate_kernel_shared<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(s.bytes)),
+        "shared memory limit");
+  return s;
 }
 
 void check_device_pointer(const void* ptr, const char* name) {
@@ -137,7 +215,10 @@ void launch(const T* L, const T* thresh, const SamplerParams& params, uint64_t o
   check(cudaMallocAsync(&s.zbuf, sizeof(int32_t) * chunk_tiles * kTile, stream), "scratch");
   check(cudaMallocAsync(&s.tile_count, sizeof(int32_t) * chunk_tiles, stream), "scratch");
   check(cudaMallocAsync(&s.tile_offset, sizeof(int64_t) * chunk_tiles, stream), "scratch");
-  const int eval_blocks = resident_blocks(evaluate_kernel<T, BMAX>, kTile);
+  const SharedLayout shared = shared_scratch<T>(params.b, params.m);
+  const int eval_blocks = shared.bytes
+                              ? resident_blocks(evaluate_kernel_shared<T>, kTile, shared.bytes)
+                              : resident_blocks(evaluate_kernel<T, BMAX>, kTile);
   const int write_blocks = resident_blocks(write_kernel<T, BMAX>, kTile);
   for (int64_t begin = 0; begin < num_samples; begin += chunk_tiles * kTile) {
     const int64_t left = num_samples - begin;
@@ -146,8 +227,12 @@ void launch(const T* L, const T* thresh, const SamplerParams& params, uint64_t o
     const uint64_t first = offset + static_cast<uint64_t>(begin);
     const int eb = static_cast<int>(tiles < eval_blocks ? tiles : eval_blocks);
     const int wb = static_cast<int>(tiles < write_blocks ? tiles : write_blocks);
-    evaluate_kernel<T, BMAX><<<eb, kTile, 0, stream>>>(L, thresh, params, first, size, tiles,
-                                                      s.zbuf, s.tile_count);
+    if (shared.bytes)
+      evaluate_kernel_shared<T><<<eb, kTile, shared.bytes, stream>>>(
+          L, thresh, params, shared, first, size, tiles, s.zbuf, s.tile_count);
+    else
+      evaluate_kernel<T, BMAX><<<eb, kTile, 0, stream>>>(L, thresh, params, first, size, tiles,
+                                                        s.zbuf, s.tile_count);
     check(cudaGetLastError(), "sampler kernel launch (pass 1)");
     scan_kernel<<<1, kScanThreads, 0, stream>>>(s.tile_count, tiles, count, s.tile_offset);
     check(cudaGetLastError(), "sampler kernel launch (pass 2)");
@@ -159,18 +244,28 @@ void launch(const T* L, const T* thresh, const SamplerParams& params, uint64_t o
 }
 
 template <typename T, int BMAX>
-KernelInfo info_of() {
+KernelInfo info_of(int b, int m) {
   KernelInfo k;
   cudaFuncAttributes a{};
-  check(cudaFuncGetAttributes(&a, evaluate_kernel<T, BMAX>), "cudaFuncGetAttributes");
+  const SharedLayout shared = shared_scratch<T>(b, m);
+  if (shared.bytes)
+    check(cudaFuncGetAttributes(&a, evaluate_kernel_shared<T>), "cudaFuncGetAttributes");
+  else
+    check(cudaFuncGetAttributes(&a, evaluate_kernel<T, BMAX>), "cudaFuncGetAttributes");
   k.registers = a.numRegs;
   k.local_bytes = static_cast<int>(a.localSizeBytes);
+  k.shared_bytes = static_cast<int>(shared.bytes);
   int device = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&k.sms, cudaDevAttrMultiProcessorCount, device), "SM count");
-  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&k.blocks_per_sm, evaluate_kernel<T, BMAX>,
-                                                      kTile, 0),
-        "occupancy");
+  if (shared.bytes)
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&k.blocks_per_sm, evaluate_kernel_shared<T>,
+                                                        kTile, shared.bytes),
+          "occupancy");
+  else
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&k.blocks_per_sm, evaluate_kernel<T, BMAX>,
+                                                        kTile, 0),
+          "occupancy");
   k.threads_per_block = kTile;
   k.bmax = BMAX;
   return k;
@@ -228,13 +323,13 @@ int driver_version() {
 
 int bmax_for(int b) { return b <= 8 ? 8 : b <= 16 ? 16 : b <= 32 ? 32 : 64; }
 
-KernelInfo kernel_info(bool float64, int b) {
+KernelInfo kernel_info(bool float64, int b, int m) {
   if (b < 1 || b > kMaxB) throw std::invalid_argument("b must be in [1, 64]");
   switch (bmax_for(b)) {
-    case 8: return float64 ? info_of<double, 8>() : info_of<float, 8>();
-    case 16: return float64 ? info_of<double, 16>() : info_of<float, 16>();
-    case 32: return float64 ? info_of<double, 32>() : info_of<float, 32>();
-    default: return float64 ? info_of<double, 64>() : info_of<float, 64>();
+    case 8: return float64 ? info_of<double, 8>(b, m) : info_of<float, 8>(b, m);
+    case 16: return float64 ? info_of<double, 16>(b, m) : info_of<float, 16>(b, m);
+    case 32: return float64 ? info_of<double, 32>(b, m) : info_of<float, 32>(b, m);
+    default: return float64 ? info_of<double, 64>(b, m) : info_of<float, 64>(b, m);
   }
 }
 

@@ -22,11 +22,13 @@ int driver_version();   // what the installed driver supports (0: no driver)
 // Largest batch size b the CUDA kernel handles (per-thread scratch is sized at compile time).
 constexpr int kMaxB = 64;
 
-// Launch configuration of the pass-1 kernel for (dtype, b), from the CUDA runtime.
+// Launch configuration of the pass-1 kernel for (dtype, b) and an L of m rows, from the
+// CUDA runtime (m = 0: as if L took no cache).
 struct KernelInfo {
   int bmax = 0, registers = 0, local_bytes = 0, threads_per_block = 0, blocks_per_sm = 0, sms = 0;
+  int shared_bytes = 0;  // > 0: the scratch lives in shared memory (this many bytes a block)
 };
-KernelInfo kernel_info(bool float64, int b);
+KernelInfo kernel_info(bool float64, int b, int m);
 
 // Launches the sampler on `stream` (a cudaStream_t as an integer; 0 = legacy default).
 // All pointers are device pointers on the current device (checked): L (m x b, row-major),

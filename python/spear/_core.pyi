@@ -44,8 +44,9 @@ def cuda_unavailable_reason() -> str:
 def cuda_runtime_version() -> int: ...
 def cuda_driver_version() -> int: ...
 def cuda_device_name(device: int = 0) -> str: ...
-def cuda_kernel_info(dtype: str, b: int) -> dict[str, int]:
-    """bmax, registers, local_bytes, threads_per_block, blocks_per_sm, sms."""
+def cuda_kernel_info(dtype: str, b: int, m: int = 0) -> dict[str, int]:
+    """Pass 1 for (dtype, b) and an L of m rows: bmax, registers, local_bytes, shared_bytes
+    (> 0: the scratch lives in shared memory), threads_per_block, blocks_per_sm, sms."""
 def sample_cuda(
     L: Any, thresh: Any, seed: int, offset: int, num_samples: int, min_zeros: int, probe: int,
     probe_min: int, out_q: Any, out_zeros: Any, out_index: Any, count: Any, stream: int,

@@ -47,7 +47,12 @@ class Backend:
         return to_xp(a, self.xp, dtype)
 
     def to_numpy(self, a) -> np.ndarray:
-        return a.get() if self.name == "cuda" else np.asarray(a)
+        """A host copy of an array from either side: on a GPU the sampler hands back numpy
+        arrays for the host-side search factor (the H100 run found ``.get()`` called on
+        one)."""
+        if isinstance(a, np.ndarray):
+            return a
+        return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def resolve(device: str) -> Backend:

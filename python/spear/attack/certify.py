@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tolerance import (CERT_SIGMAS, CERT_Z_SIGMAS, ERROR_PER_SNR, GRADED_MARGIN, GRADED_SIGMAS,
+from .tolerance import (CERT_ROUNDING, CERT_SIGMAS, CERT_Z_SIGMAS, ERROR_PER_SNR, GRADED_MARGIN,
+                        GRADED_SIGMAS,
                         MAX_VIOLATION_RATE, MIN_JUDGED_PER_COLUMN, OUTLIER_FACTOR, RATE_FLOOR,
                         VERIFY_BIAS_FACTOR, VERIFY_FIT_FACTOR, row_noise)
 
@@ -55,10 +56,12 @@ class Certifier:
     so a weak input is judged against its own noise, not against the strong inputs'.
     """
 
-    def __init__(self, xp, L, R, weight, bias, *, sigma_rows, col_noise, exact: bool):
+    def __init__(self, xp, L, R, weight, bias, *, sigma_rows, col_noise, exact: bool,
+                 eps: float = 0.0):
         """sigma_rows: (m,) noise std of each row of gW (0 on dead rows); col_noise:
         Q -> (b,) noise gain of each column of L Q; exact: the noise is rounding (a set
-        can be certified), not additive noise (DP), where at best it is consistent."""
+        can be certified), not additive noise (DP), where at best it is consistent;
+        eps: the gradient dtype's machine epsilon (0: no rounding level)."""
         self.xp = xp
         self.L = L                                   # m x b, dead rows exactly zero
         self.WR = weight @ R.T                       # m x b
@@ -70,6 +73,11 @@ class Certifier:
         self.sigma_norm = float(xp.linalg.norm(sigma_rows))
         self.col_noise = col_noise
         self.exact = bool(exact)
+        # The rounding level of entry (k, i): eps ||gW_k|| ||X'^+ e_i||, with ||gW_k||^2 =
+        # L_k R R^T L_k^T and ||X'^+ e_i||^2 = q_i^T (R R^T)^-1 q_i (X' = Q^-1 R).
+        self.eps = float(eps)
+        self.g_norm = xp.sqrt(xp.abs(xp.einsum("ij,jk,ik->i", L, self.RRt, L)))
+        self.RRt_inv = xp.linalg.pinv(self.RRt) if self.eps else None
 
     def __call__(self, Q) -> Certificate:
         xp = self.xp
@@ -79,19 +87,20 @@ class Certifier:
         x_norm = xp.sqrt(xp.abs(xp.einsum("ij,jk,ik->i", Qinv, self.RRt, Qinv)))
         gain = self.col_noise(Q)                                 # (b,)
         noise = self.sigma[:, None] * gain[None, :]              # std of each entry of dZ'
+        level = self._rounding_level(Q)                          # 0 without eps
         snr = xp.linalg.norm(dZ, axis=0) / xp.maximum(self.sigma_norm * gain, 1e-300)
         # Z' is off by the input's error (1 / snr relative, spread over n coordinates)
         # plus the client's own float32 rounding of its forward pass.
         margin = CERT_Z_SIGMAS * ((1.0 / snr / np.sqrt(self.n) + Z_EPS)[None, :]
                                   * self.w_norm[:, None] * x_norm[None, :]
                                   + Z_EPS * xp.abs(self.bias)[:, None])
-        nonzero = xp.abs(dZ) > CERT_SIGMAS * noise
+        nonzero = xp.abs(dZ) > xp.maximum(CERT_SIGMAS * noise, level)
         bad = nonzero & (Z < -margin)
         per_col = _np(xp, bad.sum(axis=0)).astype(np.int64)
         # Graded: entries past a few sigmas; drift (FedAvg judged with the server's
         # weights) and noise flip the sign of small pre-activations only, a wrong input
         # makes them clearly negative: count Z' below a fraction of the row's typical |Z'|.
-        judged = xp.abs(dZ) > GRADED_SIGMAS * noise
+        judged = xp.abs(dZ) > xp.maximum(GRADED_SIGMAS * noise, level)
         row_scale = xp.median(xp.abs(Z), axis=1)[:, None]
         wrong = judged & (Z < -xp.maximum(margin, GRADED_MARGIN * row_scale))
         counts = _np(xp, judged.sum(axis=0))
@@ -106,6 +115,16 @@ class Certifier:
                            violation_rate=max_rate, consistent=consistent, column_rates=rate,
                            column_judged=counts.astype(np.int64),
                            input_errors=ERROR_PER_SNR / _np(xp, snr))
+
+    def _rounding_level(self, Q):
+        """Below CERT_ROUNDING eps ||gW_k|| ||X'^+ e_i|| an entry of dZ' is rounding: the
+        client's float32 rounding of gW correlates with its inputs, so its part inside
+        their span is far larger than the isotropic noise model says (see CERT_ROUNDING)."""
+        xp = self.xp
+        if not self.eps:
+            return xp.zeros((1, 1))
+        xplus = xp.sqrt(xp.abs(xp.einsum("ji,jk,ki->i", Q, self.RRt_inv, Q)))
+        return CERT_ROUNDING * self.eps * self.g_norm[:, None] * xplus[None, :]
 
 
 def _np(xp, a):
@@ -156,7 +175,8 @@ def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto"
     sigma = row_noise(xp, xp.linalg.norm(resid, axis=1), live, n, b, float(xp.linalg.norm(gW, ord=2)) if b else 0.0)
     cert = Certifier(xp, dZ, X, W, Bv, sigma_rows=sigma,
                      col_noise=lambda Q: xp.linalg.norm(pinv.T @ Q, axis=0),
-                     exact=spectrum is None or is_exact(spectrum, b, scale))(xp.eye(b))
+                     exact=spectrum is None or is_exact(spectrum, b, scale),
+                     eps=float(np.finfo(dtype).eps))(xp.eye(b))
     ok_fit = (residual <= VERIFY_FIT_FACTOR * noise
               and bias_residual <= VERIFY_FIT_FACTOR * noise * VERIFY_BIAS_FACTOR)
     cert.certified = bool(cert.certified and ok_fit)

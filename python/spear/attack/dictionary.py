@@ -92,6 +92,12 @@ ALIGNED_START_FRACTION = 0.5
 #: round's ADM stage found 4 in 3.3 s; with 4 missing 18 of 64 starts did. A random
 #: constraint weighs every missing column alike, and with many the minimiser is a mixture.
 CONSTRAINED_MAX_MISSING = 8
+#: ADM may take this share of a round's time; beyond it the starts are cut to what a probe
+#: of a few steps says fits (so the cut depends on the machine, and only binds when the
+#: budget is tight). b = 512, m = 8000, one core, 600 s: 8192 starts x 820 steps needed
+#: ~550 s of the round's 480, and the round ended with nothing proposed.
+ADM_TIME_SHARE = 0.5
+ADM_PROBE_STARTS, ADM_PROBE_STEPS = 256, 3
 #: trimmed_refine: rows kept and rounds. First screened round, b = 128 (m = 2000) / 256
 #: (m = 4000), the sparsest b ADM results: 123 / 227 true columns in 3.2 / 26 s (rounding
 #: included), 12 IRLS steps 123 / 226 in 5.2 / 44 s; 3 rounds: 121 at b = 128.
@@ -244,6 +250,7 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
     P /= xp.linalg.norm(P, axis=0, keepdims=True)
     if adm_schedule is None:
         adm_schedule = _default_stages(adm_iters, adm_lam, steered=comp is not None)
+    P = _fit_starts(xp, Ua, P, sum(steps for steps, _ in adm_schedule), budget)
     for steps, lam in adm_schedule:
         P = adm(xp, Ua, P, steps, lam / np.sqrt(m), budget=budget)
     P = P.astype(xp.float64)
@@ -261,6 +268,21 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
         l1 = _host(xp, xp.abs(U @ P).sum(axis=0))
         P = P[:, xp.asarray(np.argsort(l1)[:cap])]
     return P, comp
+
+
+def _fit_starts(xp, U, P, steps: int, budget):
+    """The first starts of P (b x s), as many as ADM_TIME_SHARE of the time left allows for
+    ``steps`` ADM steps, timed on a probe of ADM_PROBE_STARTS starts (all of P without a
+    deadline, or when the probe would be most of the work)."""
+    left = None if budget is None else budget.remaining()
+    if left is None or P.shape[1] <= 2 * ADM_PROBE_STARTS:
+        return P
+    t0 = budget.clock()
+    probe = adm(xp, U, P[:, :ADM_PROBE_STARTS].copy(), ADM_PROBE_STEPS)
+    float(probe[0, 0])                                   # waits for a GPU
+    per_start_step = (budget.clock() - t0) / (ADM_PROBE_STARTS * ADM_PROBE_STEPS)
+    fit = int(ADM_TIME_SHARE * left / max(per_start_step * steps, 1e-12))
+    return P[:, :max(fit, ADM_PROBE_STARTS)] if fit < P.shape[1] else P
 
 
 def _default_stages(iters: int, lam: float | None, steered: bool) -> list:

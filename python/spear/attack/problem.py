@@ -148,7 +148,8 @@ def prepare(grad_weight, grad_bias, batch_size: int | None = None, *, weight=Non
     A = np.ascontiguousarray(L_live * root[None, :] / noise_live[:, None])
     certifier = None if W is None else Certifier(
         xp, fac.L, fac.R, W, Bv, sigma_rows=sigma_rows, exact=exact,
-        col_noise=lambda Q: xp.linalg.norm(Q / root_xp[:, None], axis=0))
+        col_noise=lambda Q: xp.linalg.norm(Q / root_xp[:, None], axis=0),
+        eps=float(np.finfo(dtype).eps))
     return Problem(backend=be, shape=(m, n), dtype=dtype, gW=gW, gb=gb, weight=W, bias=Bv,
                    L=fac.L, R=fac.R, spectrum=s, rank=fac.rank, requested=fac.requested,
                    live=live, L_live=L_live,

@@ -16,7 +16,7 @@ touches the loop: implement :class:`DirectionSource` and pass it in ``method=[..
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -146,7 +146,9 @@ class Dictionary:
     bases: tuple | None = None
     idle: int = 0                      # rounds in a row that added nothing
     endless: bool = False              # the sampler cannot reach the batch: never give up
-    xp: object = field(default=np)     # the rounds run on the host (CuPy: issue 17/18)
+    #: Array module of the rounds; None: the problem's (CuPy when it lives on a GPU, where
+    #: the b x m products of b >= 100 are matrix work).
+    xp: object = None
 
     def propose(self, problem, known, budget: Budget, seed: int) -> Proposal:
         from .dictionary import dictionary_proposals
@@ -159,7 +161,8 @@ class Dictionary:
         noise = problem.noise_live if basis != "whitened" else np.ones(len(problem.noise_live))
         q = dictionary_proposals(problem.search * noise[:, None], thresh=tol.thresh_pool * noise,
                                  min_zeros=tol.min_zeros, seed=seed + self.rounds,
-                                 known=problem.to_search(known) if len(known) else None, xp=self.xp,
+                                 known=problem.to_search(known) if len(known) else None,
+                                 xp=problem.xp if self.xp is None else self.xp,
                                  budget=budget.share(self.time_share),
                                  **self.round_options(problem.b, len(known)),
                                  basis="plain" if basis == "whitened" else basis,
