@@ -100,6 +100,41 @@ def test_screened_rounds_use_the_fast_recipe():
     assert all(steps >= 50 for steps, _ in opts["adm_schedule"])
     steered = Screened().round_options(256, 230)
     assert steered["num_starts"] == 2 * 256 and steered["adm_schedule"][-1][1] == 0.1
+    assert steered["project_starts"] and not opts.get("project_starts")  # nothing known yet
+
+
+def test_steered_starts_leave_the_known_columns_out(case, monkeypatch):
+    """Projected starts are orthogonal to every known column (whitened coordinates), and
+    with a third of the batch missing (more than the constrained deflation takes) one
+    steered round proposes nearly all of it (b = 256, 29 missing: all 29 in one round,
+    10 without the projection)."""
+    from spear.attack import dictionary as d
+
+    g, p, Qtrue = case
+    missing = np.arange(0, p.b, 3)
+    known = np.delete(Qtrue, missing, axis=0)
+    seen = {}
+    adm = d.adm
+
+    def first_adm(xp, U, P, *args, **kw):
+        seen.setdefault("starts", P.copy())
+        return adm(xp, U, P, *args, **kw)
+
+    monkeypatch.setattr(d, "adm", first_adm)
+    src = Screened(rounds=1)
+    q = src.propose(p, p.to_factor(p.to_search(known)), Budget(), seed=1).q
+    hit = np.abs(q @ Qtrue.T) > EXACT_COS
+    assert hit[:, missing].any(axis=0).sum() >= 0.8 * len(missing)
+    # Starts against the known columns in the same whitened coordinates.
+    basis = src.bases[1 % len(src.bases)]
+    A = p.search * (p.noise_live[:, None] if basis != "whitened" else 1.0)
+    norms = (np.linalg.norm(A, axis=1) if basis == "unit" else
+             np.full(len(A), np.median(np.linalg.norm(A, axis=1))))
+    Ro = np.linalg.qr(A / norms[:, None])[1]
+    Pk = Ro @ p.to_search(known).T
+    S = seen["starts"].astype(np.float64)
+    cos = np.abs((Pk / np.linalg.norm(Pk, axis=0)).T @ (S / np.linalg.norm(S, axis=0)))
+    assert cos.max() < 1e-4
 
 
 def test_adm_keeps_float32_and_matches_float64():

@@ -46,8 +46,8 @@ __global__ void __launch_bounds__(kTile)
 // L1, so the elimination's every access went to L2 or DRAM. Here each thread's A, q and
 // rows live in one block-wide shared buffer, each array interleaved with an odd stride
 // (no bank conflicts across a warp); the per-sample math is the same code, so the bits
-// are. Used where kTile threads' scratch fits the device's shared memory (fp32 b <= 20,
-// fp64 b <= 14 on an H100); SPEAR_CUDA_SCRATCH=local forces the other kernel.
+// are. shared_scratch() below decides where it pays (at most fp32 b <= 20, fp64 b <= 14
+// fit an H100's shared memory); SPEAR_CUDA_SCRATCH=local forces the other kernel.
 struct SharedLayout {
   int a_stride = 0, q_stride = 0, rows_stride = 0;  // elements per thread, each odd
   size_t bytes = 0;                                   // whole block

@@ -136,7 +136,8 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
                          unit_norms=None, adm_dtype=np.float64,
                          max_constrained: int | None = None,
                          adm_schedule: tuple | None = None, refine: str = "irls",
-                         aligned_share: float = ALIGNED_START_FRACTION) -> np.ndarray:
+                         aligned_share: float = ALIGNED_START_FRACTION,
+                         project_starts: bool = False) -> np.ndarray:
     """Sparse directions of L by batched sparsity minimisation from many starts.
 
     L: (m, b) float64 factor with all-zero rows already removed (numpy, or CuPy when xp is
@@ -165,6 +166,9 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
        continuation (see screened.py).
     aligned_share: steered rounds: the share of starts taken from the rows most aligned
        with what the known directions leave open (the rest are random rows).
+    project_starts: steered rounds: remove the known directions from every start
+       (whitened coordinates) before ADM, so that no start begins inside a known column's
+       basin (see STEERED_PROJECTION in screened.py).
     refine: how ADM results are brought close enough to round: "irls" (``irls_iters``
        steps of IRLS) or "trimmed" (:func:`trimmed_refine`, cheaper, for screened rounds).
     max_constrained: skip the constrained IRLS when the known directions leave more than
@@ -195,7 +199,7 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
         known_q = xp.asarray(known, dtype=xp.float64).reshape(-1, b)
         known_q = known_q / xp.linalg.norm(known_q, axis=1, keepdims=True)
     P, comp = _adm_stage(xp, wh, known_q, rng, num_starts, adm_iters, adm_lam, max_refine, budget,
-                         adm_dtype, adm_schedule, aligned_share)
+                         adm_dtype, adm_schedule, aligned_share, project_starts)
     if P.shape[1]:
         P = irls(xp, U, P, irls_iters, budget=budget) if refine == "irls" else \
             trimmed_refine(xp, wh, P, budget=budget)
@@ -227,7 +231,7 @@ def _constrained_stage(xp, wh: _Whitened, comp, rng, budget):
 
 def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, max_refine,
                budget, adm_dtype=np.float64, adm_schedule=None,
-               aligned_share=ALIGNED_START_FRACTION):
+               aligned_share=ALIGNED_START_FRACTION, project_starts=False):
     """Starts (random rows, plus rows aligned with what the known directions leave open),
     batched ADM with continuation, distinct results away from the known directions, the
     sparsest first. Returns (P: b x s starts for IRLS, comp: the complement or None)."""
@@ -247,6 +251,9 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
         rows = np.concatenate([aligned, rows[~np.isin(rows, aligned)][: s - len(aligned)]])
     Ua = U.astype(adm_dtype)
     P = Ua[xp.asarray(rows)].T.copy()        # b x s
+    if project_starts and known_q is not None:
+        Pk = xp.linalg.qr(Ro @ known_q.T)[0].astype(adm_dtype)    # known columns, whitened
+        P -= Pk @ (Pk.T @ P)
     P /= xp.linalg.norm(P, axis=0, keepdims=True)
     if adm_schedule is None:
         adm_schedule = _default_stages(adm_iters, adm_lam, steered=comp is not None)
