@@ -35,8 +35,8 @@ from spear.metrics import feature_metrics  # noqa: E402
 from spear.settings import SEARCHES as METHODS  # noqa: E402
 from spear.synthetic import first_layer_gradients  # noqa: E402
 
-BS = (20, 32, 50, 64, 100, 128, 200, 256)
-MS = (400, 1000, 2000, 4000)
+BS = (20, 32, 50, 64, 100, 128, 200, 256, 512)
+MS = (400, 1000, 2000, 4000, 8000)
 QUICK = [(20, 400), (32, 1000), (50, 2000), (100, 2000)]
 RECOVERED = {"float32": 1e-3, "float64": 1e-6}
 

@@ -93,8 +93,9 @@ def parse_args(argv=None):
                    help="work folder for every log and record")
     p.add_argument("--bundle", default=None,
                    help="copy the records and one archive of the logs here (at most 8 files)")
-    p.add_argument("--steps", default=",".join(STEPS),
-                   help=f"comma-separated, any of {', '.join(STEPS)}")
+    p.add_argument("--steps", default=None,
+                   help=f"comma-separated, any of {', '.join(STEPS)} (default: all; attack only "
+                        "with --data-root)")
     p.add_argument("--reuse", action="store_true",
                    help="build only if no CUDA-built spear is installed yet (a warm machine's "
                         "previous call)")
@@ -106,7 +107,10 @@ def parse_args(argv=None):
     p.add_argument("--large-time-limit", type=float, default=120.0,
                    help="seconds per batch in the large step (b = 256 gets twice this)")
     a = p.parse_args(argv)
-    steps = [s for s in a.steps.split(",") if s]
+    if a.steps is None:
+        steps = [s for s in STEPS if s != "attack" or a.data_root]
+    else:
+        steps = [s for s in a.steps.split(",") if s]
     bad = [s for s in steps if s not in STEPS]
     if bad:
         p.error(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
