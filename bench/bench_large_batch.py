@@ -116,7 +116,7 @@ def heat_maps(records, path_prefix: str):
                     ax.text(j, i, f"{grid[i, j]:.2f}\n{secs[i, j]:.0f}s", ha="center",
                             va="center", color="w" if grid[i, j] < 0.6 else "k", fontsize=7)
         ax.set_title(f"{method}, {kind} inputs, {dtype} gradients\nfraction of batches fully "
-                     f"recovered + certified (hatched: skipped after a failure at smaller b)",
+                     f"recovered + certified\n(hatched: skipped after a failure at smaller b)",
                      fontsize=9)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
