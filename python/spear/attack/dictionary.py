@@ -181,19 +181,11 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     ranks them last); de-duplicated within one call, not against ``known``.
     """
     L = xp.asarray(L, dtype=xp.float64)
-    m, b = (int(s) for s in L.shape)
+    b = int(L.shape[1])
     if b == 1:
         return np.ones((1, 1))
-    thresh = xp.asarray(thresh, dtype=xp.float64)
     rng = np.random.default_rng(seed)
-    if basis not in BASES:
-        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
-    norms = xp.linalg.norm(L, axis=1) if unit_norms is None else xp.asarray(unit_norms, dtype=xp.float64)
-    if basis == "plain":
-        norms = xp.full(m, float(xp.median(norms)))
-    Ln = L / norms[:, None]
-    U, Ro = xp.linalg.qr(Ln)
-    wh = _Whitened(Ln=Ln, tr=thresh / norms, U=U, Ro=Ro)
+    wh = _whiten(xp, L, xp.asarray(thresh, dtype=xp.float64), basis, unit_norms)
     known_q = None
     if known is not None and len(known):
         known_q = xp.asarray(known, dtype=xp.float64).reshape(-1, b)
@@ -201,7 +193,7 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     P, comp = _adm_stage(xp, wh, known_q, rng, num_starts, adm_iters, adm_lam, max_refine, budget,
                          adm_dtype, adm_schedule, aligned_share, project_starts)
     if P.shape[1]:
-        P = irls(xp, U, P, irls_iters, budget=budget) if refine == "irls" else \
+        P = irls(xp, wh.U, P, irls_iters, budget=budget) if refine == "irls" else \
             trimmed_refine(xp, wh, P, budget=budget)
     if comp is not None and (max_constrained is None or comp.shape[1] <= max_constrained):
         P = xp.concatenate([_constrained_stage(xp, wh, comp, rng, budget), P], axis=1)
@@ -209,9 +201,21 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
         return np.empty((0, b))
     out = _exact_directions(xp, wh, P, min_zeros)
     if descend and len(out):
-        out = descend_mixtures(xp, Ln, wh.tr, out, min_zeros, rng, budget=budget,
+        out = descend_mixtures(xp, wh.Ln, wh.tr, out, min_zeros, rng, budget=budget,
                                skip=None if known_q is None else _host(xp, known_q))
     return out
+
+
+def _whiten(xp, L, thresh, basis: str, unit_norms) -> _Whitened:
+    """The search basis's rows (see BASES), their thresholds, and an orthonormal U of them."""
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    norms = xp.linalg.norm(L, axis=1) if unit_norms is None else xp.asarray(unit_norms, dtype=xp.float64)
+    if basis == "plain":
+        norms = xp.full(L.shape[0], float(xp.median(norms)))
+    Ln = L / norms[:, None]
+    U, Ro = xp.linalg.qr(Ln)
+    return _Whitened(Ln=Ln, tr=thresh / norms, U=U, Ro=Ro)
 
 
 def _constrained_stage(xp, wh: _Whitened, comp, rng, budget):
