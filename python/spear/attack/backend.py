@@ -47,12 +47,16 @@ class Backend:
         return to_xp(a, self.xp, dtype)
 
     def to_numpy(self, a) -> np.ndarray:
-        """A host copy of an array from either side: on a GPU the sampler hands back numpy
-        arrays for the host-side search factor (the H100 run found ``.get()`` called on
-        one)."""
-        if isinstance(a, np.ndarray):
-            return a
-        return a.get() if hasattr(a, "get") else np.asarray(a)
+        return host(a)
+
+
+def host(a) -> np.ndarray:
+    """A numpy array of ``a`` from either side, whatever the backend: a GPU run mixes CuPy
+    arrays with numpy ones (the sampler hands back numpy arrays for the host-side search
+    factor; the H100 run found ``.get()`` called on one)."""
+    if isinstance(a, np.ndarray):
+        return a
+    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def resolve(device: str) -> Backend:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import host
 from .tolerance import (CERT_ROUNDING, CERT_SIGMAS, CERT_Z_SIGMAS, ERROR_PER_SNR, GRADED_MARGIN,
                         GRADED_SIGMAS,
                         MAX_VIOLATION_RATE, MIN_JUDGED_PER_COLUMN, OUTLIER_FACTOR, RATE_FLOOR,
@@ -96,25 +97,25 @@ class Certifier:
                                   + Z_EPS * xp.abs(self.bias)[:, None])
         nonzero = xp.abs(dZ) > xp.maximum(CERT_SIGMAS * noise, level)
         bad = nonzero & (Z < -margin)
-        per_col = _np(xp, bad.sum(axis=0)).astype(np.int64)
+        per_col = host(bad.sum(axis=0)).astype(np.int64)
         # Graded: entries past a few sigmas; drift (FedAvg judged with the server's
         # weights) and noise flip the sign of small pre-activations only, a wrong input
         # makes them clearly negative: count Z' below a fraction of the row's typical |Z'|.
         judged = xp.abs(dZ) > xp.maximum(GRADED_SIGMAS * noise, level)
         row_scale = xp.median(xp.abs(Z), axis=1)[:, None]
         wrong = judged & (Z < -xp.maximum(margin, GRADED_MARGIN * row_scale))
-        counts = _np(xp, judged.sum(axis=0))
-        rate = _np(xp, wrong.sum(axis=0)) / np.maximum(counts, 1)
+        counts = host(judged.sum(axis=0))
+        rate = host(wrong.sum(axis=0)) / np.maximum(counts, 1)
         max_rate = float(rate.max()) if rate.size else 0.0
         typical = float(np.median(rate)) if rate.size else 0.0
         enough = counts.size > 0 and int(counts.min()) >= MIN_JUDGED_PER_COLUMN
         consistent = (max_rate <= MAX_VIOLATION_RATE
                       and max_rate <= OUTLIER_FACTOR * (typical + RATE_FLOOR) and enough)
         return Certificate(bool(per_col.sum() == 0 and self.exact and enough), int(per_col.sum()),
-                           per_col, float(_np(xp, nonzero.mean())),
+                           per_col, float(host(nonzero.mean())),
                            violation_rate=max_rate, consistent=consistent, column_rates=rate,
                            column_judged=counts.astype(np.int64),
-                           input_errors=ERROR_PER_SNR / _np(xp, snr))
+                           input_errors=ERROR_PER_SNR / host(snr))
 
     def _rounding_level(self, Q):
         """Below CERT_ROUNDING eps ||gW_k|| ||X'^+ e_i|| an entry of dZ' is rounding: the
@@ -125,10 +126,6 @@ class Certifier:
             return xp.zeros((1, 1))
         xplus = xp.sqrt(xp.abs(xp.einsum("ji,jk,ki->i", Q, self.RRt_inv, Q)))
         return CERT_ROUNDING * self.eps * self.g_norm[:, None] * xplus[None, :]
-
-
-def _np(xp, a):
-    return a.get() if xp is not np else np.asarray(a)
 
 
 def verify(grad_weight, grad_bias, weight, bias, inputs, *, device: str = "auto") -> Certificate:

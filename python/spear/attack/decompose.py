@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import host
 from .tolerance import RANK_GAP, RANK_MIN_STEP, rank_level
 
 # A gradient this much larger in n than m goes through the Gram matrix.
@@ -39,7 +40,7 @@ def leading_spectrum(xp, gW, k: int):
         # The Gram matrix's small eigenvalues are only accurate to ~eps s_1^2 (singular
         # values ~1e-8 s_1): the whole spectrum, which the batch size is read from, comes
         # from the triangular factor of A^T instead (backward stable, never n x n).
-        spectrum = _np(xp, xp.linalg.svd(xp.linalg.qr(A.T, mode="r"), compute_uv=False))
+        spectrum = host(xp.linalg.svd(xp.linalg.qr(A.T, mode="r"), compute_uv=False))
         Uk = V[:, :k]
         # Rayleigh-Ritz on span(A^T Uk): accurate to rounding of A, not of A A^T.
         B, _ = xp.linalg.qr(A.T @ Uk)                  # (big x k), orthonormal
@@ -48,10 +49,10 @@ def leading_spectrum(xp, gW, k: int):
         U, Vt = Uc, Wt @ B.T
         if transpose:
             U, Vt = Vt.T, U.T
-        spectrum[:k] = _np(xp, s)
+        spectrum[:k] = host(s)
         return U, s, Vt, spectrum
     U, s, Vt = xp.linalg.svd(gW, full_matrices=False)
-    return U[:, :k], s[:k], Vt[:k], _np(xp, s)
+    return U[:, :k], s[:k], Vt[:k], host(s)
 
 
 def relative_noise(spectrum: np.ndarray, b: int) -> float:
@@ -139,7 +140,3 @@ def factorize(xp, gW, batch_size: int | None, dtype: np.dtype) -> Factorization:
     R = root[:, None] * Vt[:b]
     return Factorization(L=L, R=R, singular_values=spectrum[: b + 1].copy(), rank=est,
                          requested=batch_size if batch_size is not None else b)
-
-
-def _np(xp, a) -> np.ndarray:
-    return a.get() if xp is not np else np.asarray(a)

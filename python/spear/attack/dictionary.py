@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import host
 from .budget import Budget, expired
 from .tolerance import (COMPLEMENT_REL, CREDIBLE_ZERO_RATIO, DUPLICATE_COS, INDEPENDENCE_TOL,
                         MERGE_COS, MIXTURE_LEVEL, ZERO_GAP_RATIO)
@@ -202,7 +203,7 @@ def dictionary_proposals(L, *, thresh, min_zeros: int, seed: int = 0,
     out = _exact_directions(xp, wh, P, min_zeros)
     if descend and len(out):
         out = descend_mixtures(xp, wh.Ln, wh.tr, out, min_zeros, rng, budget=budget,
-                               skip=None if known_q is None else _host(xp, known_q))
+                               skip=None if known_q is None else host(known_q))
     return out
 
 
@@ -242,21 +243,22 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
     U, Ro = wh.U, wh.Ro
     m = U.shape[0]
     s = min(m, int(num_starts) if num_starts else 8 * U.shape[1])
-    comp = None
+    comp = Kw = None
     if known_q is not None:
         comp = _complement(xp, _credible(xp, wh.Ln, wh.tr, known_q))
+        Kw = Ro @ known_q.T                  # the known columns, whitened (b x k)
     rows = rng.permutation(m)[:s]
     if comp is not None:
         # Deflation by starts: rows of L that point into the space the known directions
         # leave open (the complement is the dual of the missing columns: a row made
         # mostly of missing inputs lies close to it). Half the starts, the rest random.
-        score = _host(xp, xp.linalg.norm(wh.Ln @ comp, axis=1))
+        score = host(xp.linalg.norm(wh.Ln @ comp, axis=1))
         aligned = np.argsort(-score)[: max(1, int(aligned_share * s))]
         rows = np.concatenate([aligned, rows[~np.isin(rows, aligned)][: s - len(aligned)]])
     Ua = U.astype(adm_dtype)
     P = Ua[xp.asarray(rows)].T.copy()        # b x s
-    if project_starts and known_q is not None:
-        Pk = xp.linalg.qr(Ro @ known_q.T)[0].astype(adm_dtype)    # known columns, whitened
+    if project_starts and Kw is not None:
+        Pk = xp.linalg.qr(Kw)[0].astype(adm_dtype)
         P -= Pk @ (Pk.T @ P)
     P /= xp.linalg.norm(P, axis=0, keepdims=True)
     if adm_schedule is None:
@@ -267,16 +269,15 @@ def _adm_stage(xp, wh: _Whitened, known_q, rng, num_starts, adm_iters, adm_lam, 
     P = P.astype(xp.float64)
     P /= xp.linalg.norm(P, axis=0, keepdims=True)
     P = _distinct_columns(xp, P, MERGE_COS)
-    if known_q is not None and P.shape[1]:
-        Pk = Ro @ known_q.T
-        Pk /= xp.linalg.norm(Pk, axis=0, keepdims=True)
-        near = _host(xp, xp.abs(Pk.T @ P).max(axis=0)) > MERGE_COS
+    if Kw is not None and P.shape[1]:
+        Pk = Kw / xp.linalg.norm(Kw, axis=0, keepdims=True)
+        near = host(xp.abs(Pk.T @ P).max(axis=0)) > MERGE_COS
         P = P[:, xp.asarray(np.flatnonzero(~near))]
     # The sparsest ADM results first (smallest l1 norm of the unit vector U p); the rest
     # are mostly unconverged starts or mixtures, and IRLS costs m b^2 per start and step.
     cap = max_refine if max_refine is not None else s
     if P.shape[1] > cap:
-        l1 = _host(xp, xp.abs(U @ P).sum(axis=0))
+        l1 = host(xp.abs(U @ P).sum(axis=0))
         P = P[:, xp.asarray(np.argsort(l1)[:cap])]
     return P, comp
 
@@ -317,15 +318,15 @@ def _exact_directions(xp, wh: _Whitened, P, min_zeros: int) -> np.ndarray:
     b = Ln.shape[1]
     Qc = xp.linalg.solve(wh.Ro, P).T             # s x b, L coordinates
     Qc = round_to_exact(xp, Ln, tr, Qc, rounds=2)
-    z = _host(xp, _zero_rows(xp, xp.abs(Ln @ Qc.T), tr, b).sum(axis=0))
+    z = host(_zero_rows(xp, xp.abs(Ln @ Qc.T), tr, b).sum(axis=0))
     # Columns of one batch are about equally sparse; near-exact points stuck on b-1 rows
     # plus a few parallel ones are not (and would only cost the caller a polish each).
     floor = max(min_zeros, min(2 * (b - 1), int(0.5 * z.max())))
-    out = _dedupe_rows(_host(xp, Qc[xp.asarray(np.flatnonzero(z >= floor))]), DUPLICATE_COS)
+    out = _dedupe_rows(host(Qc[xp.asarray(np.flatnonzero(z >= floor))]), DUPLICATE_COS)
     if len(out):
         out = polish_exact(xp, Ln, tr, xp.asarray(out))
-        z = _host(xp, (xp.abs(out @ Ln.T) <= tr[None, :]).sum(axis=1))
-        out = _dedupe_rows(_host(xp, out[xp.asarray(np.flatnonzero(z >= floor))]), DUPLICATE_COS)
+        z = host((xp.abs(out @ Ln.T) <= tr[None, :]).sum(axis=1))
+        out = _dedupe_rows(host(out[xp.asarray(np.flatnonzero(z >= floor))]), DUPLICATE_COS)
     return out
 
 
@@ -489,7 +490,7 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
     directions hit repeatedly. Children are split again in turn (a mix of three gives
     mixes of two)."""
     m, b = Ln.shape
-    tol = float(_host(xp, tr.max()))
+    tol = float(host(tr.max()))
     queue = [np.asarray(q, dtype=np.float64) for q in Q]
     done = np.empty((0, b)) if skip is None else np.asarray(skip, dtype=np.float64).reshape(-1, b)
     queue = [q for q in queue if not (len(done) and np.abs(done @ q).max() > DUPLICATE_COS)]
@@ -514,7 +515,7 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
             out.append(q)
             continue
         N = Vt[b - d:].T                                      # b x d
-        rest = np.flatnonzero(~_host(xp, S))
+        rest = np.flatnonzero(~host(S))
         if len(rest) < d - 1:
             out.append(q)
             continue
@@ -522,7 +523,7 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
         idx = np.argsort(rng.random((samples, len(rest))), axis=1)[:, : d - 1]
         sub = M[xp.asarray(idx)]                              # samples x (d-1) x d
         _, _, Vs = xp.linalg.svd(sub, full_matrices=True)
-        C = _host(xp, Vs[:, -1, :])                           # samples x d
+        C = host(Vs[:, -1, :])                           # samples x d
         C *= np.sign(C[np.arange(len(C)), np.argmax(np.abs(C), axis=1)])[:, None]
         _, first, counts = np.unique(np.round(C * 1e5).astype(np.int64), axis=0,
                                      return_index=True, return_counts=True)
@@ -530,11 +531,11 @@ def descend_mixtures(xp, Ln, tr, Q, min_zeros: int, rng, samples: int = 256,
         kids = []
         if len(cand):
             Qs = xp.asarray(cand) @ N.T
-            z = _host(xp, (xp.abs(Qs @ Ln.T) <= tr[None, :]).sum(axis=1))
+            z = host((xp.abs(Qs @ Ln.T) <= tr[None, :]).sum(axis=1))
             # A column of the mix adds the rows where only it is zero: many, not a few.
             good = np.flatnonzero((z >= nS + max(b // 2, 2)) & (z >= min_zeros))
             if len(good):
-                kids = list(_host(xp, polish_exact(xp, Ln, tr, Qs[xp.asarray(good)], rounds=1)))
+                kids = list(host(polish_exact(xp, Ln, tr, Qs[xp.asarray(good)], rounds=1)))
         if kids:
             queue.extend(kids)
         else:
@@ -551,11 +552,11 @@ def _credible(xp, Ln, tr, known_q, ratio: float = CREDIBLE_ZERO_RATIO):
     whole candidate pool: a mixture there would otherwise close the complement that
     points to the column it stands in for."""
     b = known_q.shape[1]
-    z = _host(xp, (xp.abs(known_q @ Ln.T) <= tr[None, :]).sum(axis=1))
+    z = host((xp.abs(known_q @ Ln.T) <= tr[None, :]).sum(axis=1))
     order = np.argsort(-z, kind="stable")
     top = z[order[: b]]
     good = order[z[order] >= ratio * float(np.median(top))]
-    Kh = _host(xp, known_q)
+    Kh = host(known_q)
     basis, chosen = np.empty((0, b)), []
     for i in good:
         r = Kh[i] - basis.T @ (basis @ Kh[i])
@@ -575,7 +576,7 @@ def _complement(xp, known_q, rel: float = COMPLEMENT_REL):
     if known_q.shape[0] == 0:
         return xp.eye(b)
     _, sv, Vt = xp.linalg.svd(known_q, full_matrices=True)
-    sv = _host(xp, sv)
+    sv = host(sv)
     rank = int((sv > rel * sv[0]).sum()) if len(sv) else 0
     if rank >= b:
         return None
@@ -594,13 +595,13 @@ def _mixture_dim(xp, A, tol: float, max_dim: int):
     keep = np.arange(A.shape[0])
     for _ in range(max_dim + 1):
         Us, sv, Vt = xp.linalg.svd(A[xp.asarray(keep)], full_matrices=len(keep) < b)
-        sv = np.concatenate([_host(xp, sv), np.zeros(max(0, b - len(keep)))])
+        sv = np.concatenate([host(sv), np.zeros(max(0, b - len(keep)))])
         level = MIXTURE_LEVEL * tol * np.sqrt(max(len(keep), 1))
         d = int((sv <= level).sum())
         k = b - d - 1                                 # the smallest non-null direction
         if d >= max_dim or k < 0 or k >= Us.shape[1]:
             return d, Vt
-        w = _host(xp, Us[:, k]) ** 2
+        w = host(Us[:, k]) ** 2
         r = int(np.argmax(w))
         if w[r] < 0.5:
             return d, Vt
@@ -649,7 +650,7 @@ def _smallest_eigvecs(xp, A, W, P0=None, steps: int = 1):
 
 def _distinct_columns(xp, P, cos: float):
     """Greedy: keep a column unless |cos| with a kept one exceeds ``cos``."""
-    C = _host(xp, xp.abs(P.T @ P))
+    C = host(xp.abs(P.T @ P))
     keep = _greedy_distinct(C, cos)
     return P[:, xp.asarray(keep)]
 
@@ -670,7 +671,3 @@ def _greedy_distinct(C: np.ndarray, cos: float) -> np.ndarray:
             keep.append(j)
             alive &= ~(C[j] > cos)
     return np.array(keep, dtype=np.int64)
-
-
-def _host(xp, a) -> np.ndarray:
-    return a.get() if xp is not np and hasattr(a, "get") else np.asarray(a)
